@@ -5,6 +5,8 @@ JSONL files with exactly these columns) and of the raw warehouse tables loaded f
 
 Conventions: money in integer minor units (``amount_minor``) plus an ISO-4217 ``currency``;
 timestamps are timezone-aware UTC; ``updated_at`` moves on every change (the incremental cursor).
+Currency codes are stored UPPERCASE ISO-4217 (``"USD"``, ``"JPY"``) everywhere: database, exports,
+canonical tables; zero-decimal currencies (JPY) carry whole units in ``amount_minor``.
 """
 
 from __future__ import annotations

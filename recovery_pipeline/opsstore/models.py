@@ -201,3 +201,6 @@ alert_incidents = sa.Table(
     sa.Column("last_seen_at", TS, nullable=False),
     sa.Column("resolved_at", TS),
 )
+
+# Tables of other packages defined on this metadata (imported last so init_ops_store creates them).
+import recovery_pipeline.stripe_connector.models  # noqa: E402,F401

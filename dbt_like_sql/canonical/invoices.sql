@@ -1,0 +1,57 @@
+-- canonical.invoices: one row per invoice (latest updated_at wins), quarantined rows excluded.
+-- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
+-- parameters: $month (yyyy-mm).
+with
+versions as (
+    select
+        i.*,
+        row_number() over (
+            partition by i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
+        ) as version_rank
+    from billing_raw.invoices as i
+    where i._month = $month and i.invoice_id is not null
+),
+
+rejected as (
+    select distinct record_id from canonical.quarantine
+    where entity = 'invoices' and month = $month
+),
+
+customer_versions as (
+    select
+        c.customer_id,
+        c.country,
+        row_number() over (
+            partition by c.customer_id order by c.updated_at desc nulls last, c._loaded_at desc
+        ) as version_rank
+    from billing_raw.customers as c
+),
+
+customers as (
+    select customer_id, upper(country) as country from customer_versions where version_rank = 1
+)
+
+select
+    i.invoice_id,
+    i.customer_id,
+    i.subscription_id,
+    i.status,
+    i.amount_minor,
+    upper(i.currency) as currency,
+    i.business_entity,
+    i.attempt_count,
+    i.due_at,
+    i.paid_at,
+    i.collection_paused,
+    i.dunning_complete_at,
+    i.handed_off_at,
+    i.payment_method_update_requested_at,
+    i.created_at,
+    i.updated_at,
+    i._month as month,
+    c.country as customer_country
+from versions as i
+left join customers as c on c.customer_id = i.customer_id
+where
+    i.version_rank = 1
+    and not exists (select 1 from rejected as r where r.record_id = i.invoice_id)

@@ -1,0 +1,56 @@
+-- canonical.subscriptions: one row per subscription (latest updated_at wins), quarantined rows excluded.
+-- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
+-- parameters: $month (yyyy-mm).
+with
+versions as (
+    select
+        s.*,
+        row_number() over (
+            partition by s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
+        ) as version_rank
+    from billing_raw.subscriptions as s
+    where s._month = $month and s.subscription_id is not null
+),
+
+rejected as (
+    select distinct record_id from canonical.quarantine
+    where entity = 'subscriptions' and month = $month
+),
+
+customer_versions as (
+    select
+        c.customer_id,
+        c.country,
+        row_number() over (
+            partition by c.customer_id order by c.updated_at desc nulls last, c._loaded_at desc
+        ) as version_rank
+    from billing_raw.customers as c
+),
+
+customers as (
+    select customer_id, upper(country) as country from customer_versions where version_rank = 1
+)
+
+select
+    s.subscription_id,
+    s.customer_id,
+    s.plan_id,
+    s.status,
+    s.amount_minor,
+    upper(s.currency) as currency,
+    s.billing_period,
+    s.billing_period_unit,
+    s.business_entity,
+    s.activated_at,
+    s.canceled_at,
+    s.expires_at,
+    s.dunning_complete_at,
+    s.created_at,
+    s.updated_at,
+    s._month as month,
+    c.country as customer_country
+from versions as s
+left join customers as c on c.customer_id = s.customer_id
+where
+    s.version_rank = 1
+    and not exists (select 1 from rejected as r where r.record_id = s.subscription_id)

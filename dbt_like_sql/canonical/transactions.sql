@@ -1,0 +1,63 @@
+-- canonical.transactions: every payment attempt (failed and successful), one row per transaction
+-- (latest updated_at wins), quarantined rows excluded. A retry is its own transaction row.
+-- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
+-- parameters: $month (yyyy-mm).
+with
+versions as (
+    select
+        t.*,
+        row_number() over (
+            partition by t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
+        ) as version_rank
+    from billing_raw.transactions as t
+    where t._month = $month and t.transaction_id is not null
+),
+
+rejected as (
+    select distinct record_id from canonical.quarantine
+    where entity = 'transactions' and month = $month
+),
+
+customer_versions as (
+    select
+        c.customer_id,
+        c.country,
+        row_number() over (
+            partition by c.customer_id order by c.updated_at desc nulls last, c._loaded_at desc
+        ) as version_rank
+    from billing_raw.customers as c
+),
+
+customers as (
+    select customer_id, upper(country) as country from customer_versions where version_rank = 1
+)
+
+select
+    t.transaction_id,
+    t.invoice_id,
+    t.customer_id,
+    t.subscription_id,
+    t.status,
+    t.amount_minor,
+    upper(t.currency) as currency,
+    t.attempt_number,
+    t.gateway,
+    t.gateway_transaction_id,
+    t.gateway_status,
+    t.decline_code,
+    t.decline_message,
+    t.payment_method_type,
+    t.payment_method_token,
+    t.card_brand,
+    t.card_bin,
+    t.card_fingerprint,
+    t.card_country,
+    t.created_at,
+    t.updated_at,
+    t._month as month,
+    c.country as customer_country
+from versions as t
+left join customers as c on c.customer_id = t.customer_id
+where
+    t.version_rank = 1
+    and not exists (select 1 from rejected as r where r.record_id = t.transaction_id)

@@ -1,0 +1,12 @@
+"""Group ``provider_sync``: pushed subscriptions -> invoices -> transactions, and failure hand-offs
+(sensor ``failed_transactions_sensor`` -> job ``failure_handoff``)."""
+
+import dagster as dg
+
+from recovery_pipeline.defs.provider_sync import assets, jobs, sensors
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([assets]),
+    jobs=[jobs.provider_push_job, jobs.failure_handoff_job],
+    sensors=[sensors.failed_transactions_sensor],
+)

@@ -1,0 +1,354 @@
+"""Runner for ``dbt_like_sql/``: discover SQL models, parse their dependencies, materialize a month.
+
+* A model is ``dbt_like_sql/<schema>/<name>.sql``: one SELECT, lowercase, CTEs, bound parameters
+  (``$month``, ``$as_of``; never formatted into the text).
+* Dependencies are the ``schema.table`` references found by sqlglot (CTE names and the seeded
+  ``reference`` schema excluded) -> Dagster asset keys ``[schema, table]``.
+* Materializing a partition: ``delete from <schema>.<name> where month = $month`` then
+  ``insert ... select``, in one transaction; so re-running a month is idempotent.
+* SQL is written in DuckDB's dialect; on a PostgreSQL warehouse it is transpiled with sqlglot
+  (``json_object`` -> ``json_build_object``; ``$name`` -> ``%(name)s`` for psycopg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from recovery_pipeline.ingest.contract import raw_columns
+from recovery_pipeline.settings import REPO_ROOT
+from recovery_pipeline.sqlmodels.reference import reference_rows
+
+SQL_ROOT = REPO_ROOT / "dbt_like_sql"
+SEED_SCHEMAS = {"reference"}
+RAW_SCHEMA = "billing_raw"
+RAW_TABLES = ("customers", "subscriptions", "invoices", "transactions")
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    schema: str
+    name: str
+    path: Path
+    sql: str
+    deps: tuple[tuple[str, str], ...]
+    params: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def table(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def description(self) -> str:
+        """The leading ``--`` comment block of the file (the business docstring)."""
+        lines = []
+        for line in self.sql.splitlines():
+            if not line.startswith("--"):
+                break
+            lines.append(line[2:].strip())
+        return "\n".join(lines)
+
+
+def parse_model(path: Path, schema: str | None = None) -> SqlModel:
+    path = Path(path)
+    sql = path.read_text()
+    tree = sqlglot.parse_one(sql, read="duckdb")
+    if not isinstance(tree, exp.Select | exp.Union | exp.Query):
+        raise ValueError(f"{path}: a model must be one SELECT")
+    schema = schema or path.parent.name
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    deps: list[tuple[str, str]] = []
+    for t in tree.find_all(exp.Table):
+        if not t.db or t.name in ctes and not t.db:
+            continue
+        key = (t.db, t.name)
+        if t.db in SEED_SCHEMAS or key == (schema, path.stem) or key in deps:
+            continue
+        deps.append(key)
+    params = sorted({p.name for p in tree.find_all(exp.Placeholder) if p.name})
+    return SqlModel(schema, path.stem, path, sql, tuple(sorted(deps)), tuple(params))
+
+
+def discover(root: Path = SQL_ROOT, schema: str | None = None) -> list[SqlModel]:
+    """All models under ``root`` (optionally one schema), in dependency order."""
+    folders = [root / schema] if schema else sorted(p for p in Path(root).iterdir() if p.is_dir())
+    models = [parse_model(p) for folder in folders for p in sorted(folder.glob("*.sql"))]
+    return topo_sort(models)
+
+
+def topo_sort(models: list[SqlModel]) -> list[SqlModel]:
+    by_key = {m.key: m for m in models}
+    done: list[SqlModel] = []
+    state: dict[tuple[str, str], str] = {}
+
+    def visit(m: SqlModel) -> None:
+        if state.get(m.key) == "done":
+            return
+        if state.get(m.key) == "visiting":
+            raise ValueError(f"dependency cycle through {m.table}")
+        state[m.key] = "visiting"
+        for d in m.deps:
+            if d in by_key:
+                visit(by_key[d])
+        state[m.key] = "done"
+        done.append(m)
+
+    for m in sorted(models, key=lambda m: m.key):
+        visit(m)
+    return done
+
+
+def to_postgres(sql: str) -> str:
+    """Transpile a DuckDB-dialect model to PostgreSQL (psycopg ``%(name)s`` parameters)."""
+    tree = sqlglot.parse_one(sql, read="duckdb")
+
+    def _json(node):
+        if isinstance(node, exp.JSONObject):
+            args = []
+            for kv in node.expressions:
+                args.extend([kv.this, kv.expression])
+            return exp.Anonymous(this="json_build_object", expressions=args)
+        return node
+
+    return tree.transform(_json).sql(dialect="postgres")
+
+
+# --- warehouses ---------------------------------------------------------------------------------
+
+class Warehouse:
+    dialect = "duckdb"
+
+    def execute(self, sql: str, params: dict | None = None) -> None: ...
+    def fetchall(self, sql: str, params: dict | None = None) -> list[tuple]: ...
+    def columns(self, schema: str, name: str) -> list[str]: ...
+    def transaction(self): ...
+    def close(self) -> None: ...
+
+    def render(self, sql: str) -> str:
+        return sql
+
+
+def _used(sql: str, params: dict | None) -> dict:
+    """DuckDB refuses unused named parameters: keep those the statement uses."""
+    if not params:
+        return {}
+    code = re.sub(r"--[^\n]*", "", sql)
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", code)}
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: str | Path, read_only: bool = False, retries: int = 60):
+        import duckdb
+
+        last = None
+        for _ in range(retries):  # a single-writer file: wait for a concurrent writer to finish
+            try:
+                self.con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:  # "Could not set lock on file"
+                last = exc
+                time.sleep(0.5)
+        else:
+            raise last  # type: ignore[misc]
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def execute(self, sql, params=None):
+        self.con.execute(sql, _used(sql, params))
+
+    def fetchall(self, sql, params=None):
+        return self.con.execute(sql, _used(sql, params)).fetchall()
+
+    def columns(self, schema, name):
+        rows = self.con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, name]).fetchall()
+        return [r[0] for r in rows]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("begin")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("rollback")
+            raise
+        self.con.execute("commit")
+
+    def close(self):
+        self.con.close()
+
+
+class PostgresWarehouse(Warehouse):
+    dialect = "postgres"
+
+    def __init__(self, url: str):
+        import sqlalchemy as sa
+
+        self.engine = sa.create_engine(url)
+        self.conn = self.engine.connect()
+        self._in_tx = False
+
+    def render(self, sql: str) -> str:
+        return to_postgres(sql)
+
+    def _exec(self, sql, params):
+        pg = to_postgres(sql) if "$" in sql or "json_object" in sql else sql
+        return self.conn.exec_driver_sql(pg, _used(sql, params) or None)
+
+    def execute(self, sql, params=None):
+        self._exec(sql, params)
+        if not self._in_tx:
+            self.conn.commit()
+
+    def fetchall(self, sql, params=None):
+        rows = [tuple(r) for r in self._exec(sql, params).fetchall()]
+        if not self._in_tx:
+            self.conn.commit()
+        return rows
+
+    def columns(self, schema, name):
+        rows = self.conn.exec_driver_sql(
+            "select column_name from information_schema.columns "
+            "where table_schema = %(s)s and table_name = %(n)s order by ordinal_position",
+            {"s": schema, "n": name}).fetchall()
+        self.conn.commit()
+        return [r[0] for r in rows]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback()
+            raise
+        finally:
+            self._in_tx = False
+        self.conn.commit()
+
+    def close(self):
+        self.conn.close()
+        self.engine.dispose()
+
+
+def open_warehouse(target: str) -> Warehouse:
+    if target.startswith("postgresql"):
+        return PostgresWarehouse(target)
+    return DuckDBWarehouse(target)
+
+
+@contextlib.contextmanager
+def warehouse(target: str) -> Iterator[Warehouse]:
+    wh = open_warehouse(target)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+# --- preparation --------------------------------------------------------------------------------
+
+_PG_TYPES = {"VARCHAR": "text", "TIMESTAMPTZ": "timestamptz", "BIGINT": "bigint",
+             "INTEGER": "integer", "BOOLEAN": "boolean"}
+
+
+def prepare(wh: Warehouse) -> None:
+    """Seed ``reference.*`` and make sure every ``billing_raw`` table exists (empty if never loaded),
+    so a model can run before its source has delivered anything."""
+    wh.execute("create schema if not exists reference")
+    for name, (cols, rows) in reference_rows().items():
+        present = wh.fetchall(f"select count(*) from information_schema.tables "
+                              f"where table_schema = 'reference' and table_name = '{name}'")[0][0]
+        if present:
+            if wh.fetchall(f"select count(*) from reference.{name}")[0][0] == len(rows):
+                continue
+            wh.execute(f"drop table reference.{name}")
+        col_sql = ", ".join(f"{c} {'integer' if c == 'minor_units' else 'varchar'}" for c in cols)
+        wh.execute(f"create table reference.{name} ({col_sql})")
+        values = ", ".join(
+            "(" + ", ".join(str(v) if isinstance(v, int) else "'" + str(v).replace("'", "''") + "'"
+                            for v in row) + ")" for row in rows)
+        wh.execute(f"insert into reference.{name} values {values}")  # static reference data
+    wh.execute(f"create schema if not exists {RAW_SCHEMA}")
+    for table in RAW_TABLES:
+        if wh.columns(RAW_SCHEMA, table):
+            continue
+        cols = raw_columns(table)
+        if wh.dialect == "postgres":
+            col_sql = ", ".join(f"{n} {_PG_TYPES[t]}" for n, t in cols)
+        else:
+            col_sql = ", ".join(f"{n} {t}" for n, t in cols)
+        wh.execute(f"create table if not exists {RAW_SCHEMA}.{table} ({col_sql})")
+
+
+# --- materialization ----------------------------------------------------------------------------
+
+@dataclass
+class ModelResult:
+    model: str
+    month: str
+    rows: int
+    deleted: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def materialize_partition(wh: Warehouse, model: SqlModel, month: str,
+                          as_of: datetime | None = None) -> ModelResult:
+    """Replace ``month``'s rows of ``model`` with the model's SELECT for that month."""
+    started = time.perf_counter()
+    params = {"month": month, "as_of": as_of or datetime.now(UTC)}
+    body = model.sql.strip().rstrip(";")
+    wh.execute(f"create schema if not exists {model.schema}")
+    cols = wh.columns(model.schema, model.name)
+    if not cols:
+        wh.execute(f"create table {model.table} as select * from ({body}) as q where 1 = 0", params)
+        cols = wh.columns(model.schema, model.name)
+    col_list = ", ".join(cols)
+    with wh.transaction():
+        deleted = wh.fetchall(f"select count(*) from {model.table} where month = $month", params)[0][0]
+        wh.execute(f"delete from {model.table} where month = $month", params)
+        wh.execute(f"insert into {model.table} ({col_list}) select {col_list} from ({body}) as q",
+                   params)
+        rows = wh.fetchall(f"select count(*) from {model.table} where month = $month", params)[0][0]
+    return ModelResult(model.table, month, int(rows), int(deleted),
+                       time.perf_counter() - started)
+
+
+def run_month(target: str, month: str, models: list[SqlModel] | None = None,
+              as_of: datetime | None = None) -> list[ModelResult]:
+    """Materialize every model (dependency order) for one month."""
+    models = models if models is not None else discover(schema="canonical")
+    with warehouse(target) as wh:
+        prepare(wh)
+        return [materialize_partition(wh, m, month, as_of) for m in models]
+
+
+def markdown_preview(wh: Warehouse, table: str, month: str, columns: list[str] | None = None,
+                     limit: int = 5, order_by: str | None = None,
+                     month_column: str = "month") -> str:
+    """A small markdown table of a month's rows (for asset metadata)."""
+    schema, name = table.split(".")
+    cols = columns or wh.columns(schema, name)[:8]
+    order = f" order by {order_by}" if order_by else ""
+    rows = wh.fetchall(f"select {', '.join(cols)} from {table} where {month_column} = $month{order} "
+                       f"limit {int(limit)}", {"month": month})
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = "".join("| " + " | ".join("" if v is None else str(v).replace("|", "/") for v in r)
+                   + " |\n" for r in rows)
+    return head + body

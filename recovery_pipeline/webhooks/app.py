@@ -1,0 +1,292 @@
+"""The webhook receiver: an ASGI app (Starlette) that verifies, stores and acknowledges.
+
+``POST /webhooks/{provider}`` for slicker, revtain, butter, standard, stripe (each enabled when its
+secret is configured). Per request, in this order:
+
+1. JSON content type, else 415; declared or streamed size above the limit, else 413 (enforced
+   while streaming: an oversized body is never read whole);
+2. verification of the raw bytes with :mod:`recovery_pipeline.webhooks.signing` (401) - nothing
+   is parsed before the signature holds;
+3. parse and extract the event id and type per provider (400);
+4. hand the row (raw body + redacted headers) to the group-commit writer and wait for the durable
+   commit; 200 ``{success, message, duplicate, event_id}`` once it is on disk, 503 when the store
+   is unavailable (the provider retries; nothing unstored is ever acknowledged).
+
+Unknown event types are stored and acknowledged. Every rejection is logged (no secrets) and
+recorded in ``webhook_rejections``. Nothing is executed here: processing reads the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from recovery_pipeline import settings as settings_mod
+from recovery_pipeline.opsstore.store import create_ops_engine, init_ops_store
+from recovery_pipeline.webhooks import signing
+from recovery_pipeline.webhooks.inbox import (
+    BadPayload,
+    GroupCommitWriter,
+    StoreUnavailable,
+    extract_event,
+    inbox_row,
+    rejection_row,
+)
+
+log = logging.getLogger("recovery_pipeline.webhooks")
+
+DEFAULT_MAX_BODY = 256 * 1024
+SECRET_NAMES = {
+    "slicker": "slicker_webhook_token",
+    "revtain": "revtain_webhook_secret",
+    "butter": "butter_webhook_secret",
+    "standard": "standard_webhook_secret",
+    "stripe": "stripe_webhook_secret",
+}
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    ops_store_url: str
+    # provider -> signing secret (Slicker: bearer token). Never logged (repr=False).
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    slicker_basic: str | None = field(default=None, repr=False)  # "user:password"
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    commit_timeout_s: float = 8.0  # Revtain wants an answer within 10 s
+    echo: bool = False  # bench only: POST /echo answers 200 without verifying or storing
+
+    @property
+    def enabled(self) -> tuple[str, ...]:
+        return tuple(p for p in signing.PROVIDERS
+                     if self.secrets.get(p) or (p == "slicker" and self.slicker_basic))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ReceiverConfig:
+        env = os.environ if env is None else env
+        s = settings_mod.load_settings(env)
+        secrets = {}
+        for provider, name in SECRET_NAMES.items():
+            value = settings_mod.secret(settings_mod.SECRET_ENV_VARS[name], env)
+            if value:
+                secrets[provider] = value
+        return cls(
+            ops_store_url=env.get("RECEIVER_OPS_STORE_URL") or s.ops_store_url,
+            secrets=secrets,
+            slicker_basic=settings_mod.secret(settings_mod.SECRET_ENV_VARS["slicker_webhook_basic"], env),
+            max_body_bytes=int(env.get("RECEIVER_MAX_BODY_BYTES") or DEFAULT_MAX_BODY),
+            echo=env.get("RECEIVER_BENCH_ECHO") == "1",
+        )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _TooLarge
+        except ValueError:
+            pass
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _ack(message: str, duplicate: bool, event_id: str) -> Response:
+    return Response(
+        json.dumps({"success": True, "message": message, "duplicate": duplicate, "event_id": event_id}),
+        media_type="application/json")
+
+
+def create_app(config: ReceiverConfig | None = None) -> Starlette:
+    """Build the receiver app (no I/O until startup: the store is opened in the lifespan)."""
+    cfg = config or ReceiverConfig.from_env()
+    enabled = cfg.enabled
+    state: dict = {}
+
+    async def reject(provider: str, status: int, reason: str) -> Response:
+        log.warning("webhook rejected provider=%s status=%d reason=%s", provider[:32], status, reason)
+        writer: GroupCommitWriter | None = state.get("writer")
+        if writer is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await writer.record_rejection(rejection_row(provider, status, reason))
+            except (StoreUnavailable, TimeoutError):
+                log.error("could not record webhook rejection (store unavailable)")
+        return JSONResponse({"success": False, "message": reason}, status_code=status)
+
+    async def receive(request: Request) -> Response:
+        provider = request.path_params["provider"]
+        if provider not in enabled:
+            return await reject(provider, 404, "unknown or disabled provider")
+        if not _is_json(request.headers.get("content-type", "")):
+            return await reject(provider, 415, "content type must be application/json")
+        try:
+            body = await _read_body(request, cfg.max_body_bytes)
+        except _TooLarge:
+            return await reject(provider, 413, f"body larger than {cfg.max_body_bytes} bytes")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            signing.verify(provider, headers, body, cfg.secrets.get(provider),
+                           token=cfg.secrets.get("slicker"), basic=cfg.slicker_basic)
+        except signing.SignatureError as exc:
+            return await reject(provider, 401, exc.reason)
+        try:
+            event_id, event_type = extract_event(provider, headers, body)
+        except BadPayload as exc:
+            return await reject(provider, 400, str(exc))
+        row = inbox_row(provider, event_id, event_type, json.dumps(signing.redact_headers(headers)), body)
+        try:
+            async with asyncio.timeout(cfg.commit_timeout_s):
+                inserted = await state["writer"].submit(row)
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.error("webhook not stored provider=%s event_id=%s: %s", provider, event_id,
+                      type(exc).__name__)
+            return JSONResponse({"success": False, "message": "store unavailable, retry later"},
+                                status_code=503, headers={"Retry-After": "5"})
+        if inserted:
+            return _ack("stored", False, event_id)
+        return _ack("duplicate: already stored", True, event_id)
+
+    async def healthz(request: Request) -> Response:
+        writer = state.get("writer")
+        ok = writer is not None and writer.alive
+        return JSONResponse({"status": "ok" if ok else "degraded", "providers": list(enabled)},
+                            status_code=200 if ok else 503)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(enabled))
+
+    async def echo(request: Request) -> Response:
+        body = await _read_body(request, cfg.max_body_bytes)
+        return Response(json.dumps({"success": True, "message": "echo", "bytes": len(body)}),
+                        media_type="application/json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        engine = create_ops_engine(cfg.ops_store_url, durable=True)
+        for attempt in range(5):  # several receiver processes may create the tables at once
+            try:
+                init_ops_store(engine)
+                break
+            except Exception:  # noqa: BLE001
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        writer = GroupCommitWriter(engine)
+        writer.start()
+        state["writer"], state["engine"] = writer, engine
+        log.info("webhook receiver ready; providers=%s", ",".join(enabled))
+        try:
+            yield
+        finally:
+            writer.stop()
+            engine.dispose()
+            state.clear()
+
+    routes = [
+        Route("/webhooks/{provider}", receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    if cfg.echo:
+        routes.append(Route("/echo", echo, methods=["POST"]))
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory (``--factory recovery_pipeline.webhooks.app:app_from_env``)."""
+    return create_app(ReceiverConfig.from_env())
+
+
+def openapi_document(providers: tuple[str, ...] = signing.PROVIDERS) -> dict:
+    """An accurate OpenAPI 3.0 description of the receiver (for clients and schemathesis)."""
+    error = {"$ref": "#/components/schemas/Error"}
+
+    def resp(desc: str, schema: dict = error) -> dict:
+        return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
+    header_params = [
+        ("Authorization", "Slicker: Bearer token or Basic credentials"),
+        ("X-Revtain-Signature", "Revtain: hex HMAC-SHA256 of the raw body"),
+        ("X-Revtain-Event-Id", "Revtain: delivery event id (used when the body has no id)"),
+        ("X-Butter-Webhook-Signature", "Butter: hex HMAC-SHA256 of '{body}+{expiration}'"),
+        ("X-Butter-Webhook-Expires", "Butter: expiry, unix seconds"),
+        ("X-Butter-Webhook-Expiration", "Butter: expiry, unix seconds (alternate name)"),
+        ("X-Butter-Webhook-Type", "Butter: event type"),
+        ("X-Butter-Webhook-Deduplication-ID", "Butter: event id"),
+        ("webhook-id", "Standard Webhooks: message id"),
+        ("webhook-timestamp", "Standard Webhooks: unix seconds"),
+        ("webhook-signature", "Standard Webhooks: space-separated v1,<base64> signatures"),
+        ("Stripe-Signature", "Stripe: t=<unix>,v1=<hex>[,v1=<hex>]"),
+    ]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "recovery_pipeline webhook receiver", "version": "1.0.0",
+                 "description": "Verifies provider webhooks, stores them durably (deduplicated by "
+                                "provider and event id) and acknowledges. Nothing is executed here."},
+        "paths": {
+            "/webhooks/{provider}": {
+                "post": {
+                    "operationId": "receiveWebhook",
+                    "summary": "Verify, store and acknowledge one provider webhook delivery",
+                    "parameters": [
+                        {"name": "provider", "in": "path", "required": True,
+                         "schema": {"type": "string", "enum": list(providers)}},
+                        *({"name": n, "in": "header", "required": False, "description": d,
+                           "schema": {"type": "string"}} for n, d in header_params),
+                    ],
+                    "requestBody": {"required": True, "content": {
+                        "application/json": {"schema": {"type": "object", "additionalProperties": True}}}},
+                    "responses": {
+                        "200": resp("Stored now, or already stored (duplicate: true)",
+                                    {"$ref": "#/components/schemas/Ack"}),
+                        "400": resp("Verified but malformed JSON, not an object, or no event id"),
+                        "401": resp("Missing or invalid signature/credentials, or stale timestamp"),
+                        "404": resp("Unknown or disabled provider"),
+                        "413": resp("Body larger than the limit"),
+                        "415": resp("Content type is not JSON"),
+                        "503": resp("Store unavailable: not stored, retry later"),
+                    },
+                }
+            },
+            "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness of the receiver and its writer",
+                                 "responses": {
+                                     "200": resp("Ready", {"$ref": "#/components/schemas/Health"}),
+                                     "503": resp("Writer not running", {"$ref": "#/components/schemas/Health"})}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                                      "responses": {"200": resp("OpenAPI document", {"type": "object"})}}},
+        },
+        "components": {"schemas": {
+            "Ack": {"type": "object", "required": ["success", "message", "duplicate", "event_id"],
+                    "properties": {"success": {"type": "boolean", "enum": [True]},
+                                   "message": {"type": "string"}, "duplicate": {"type": "boolean"},
+                                   "event_id": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["success", "message"],
+                      "properties": {"success": {"type": "boolean", "enum": [False]},
+                                     "message": {"type": "string"}}},
+            "Health": {"type": "object", "required": ["status", "providers"],
+                       "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
+                                      "providers": {"type": "array", "items": {"type": "string"}}}},
+        }},
+    }
