@@ -219,6 +219,9 @@ def main() -> int:
             results["echo"].append(drive("/echo", chunk, args.duration / args.rounds))
             results["recv"].append(drive("/webhooks/revtain", chunk, args.duration / args.rounds))
         echo, recv = combine(results["echo"]), combine(results["recv"])
+        import httpx
+
+        writer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["writer"]
     finally:
         proc.terminate()
         try:
@@ -238,6 +241,9 @@ def main() -> int:
           f"p99 {recv['p99']:6.2f} ms   non-2xx {recv['non2xx']}")
     print(f"distinct events durably stored:    {stored} (of {recv['requests']} acknowledged deliveries; "
           f"ids wrap after {args.events})")
+    if writer["batches"]:
+        print(f"group commit: {writer['batches']} commits, {writer['items'] / writer['batches']:.1f} requests "
+              f"per commit, {1000 * writer['commit_seconds'] / writer['batches']:.2f} ms per commit (fsync incl.)")
     ok_ratio, ok_p99 = ratio >= TARGET_RATIO, recv["p99"] <= TARGET_P99_MS
     print(f"ratio receiver/echo: {ratio:.2f} (target >= {TARGET_RATIO}: {'MET' if ok_ratio else 'NOT MET'}); "
           f"receiver p99 {recv['p99']:.1f} ms (target <= {TARGET_P99_MS:.0f} ms: {'MET' if ok_p99 else 'NOT MET'})")

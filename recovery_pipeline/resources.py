@@ -140,7 +140,8 @@ class ExecutionSettingsResource(dg.ConfigurableResource):
     provider_api_key: str | None = None  # dg.EnvVar("PROVIDER_API_KEY"); None: settings.secret()
     poll_name: str = "slicker_recovery_actions"
     poll_page_size: int = 100
-    poll_stale_minutes: float = 15.0
+    # same defaults as ReconciliationConfig.poll_* (the monitoring alert reads the same poll_state)
+    poll_stale_minutes: float = 30.0
     poll_failure_threshold: int = 3
     # force polling on/off; None: integration.yaml (recovery_execution polling|hybrid, provider slicker)
     poll_enabled: bool | None = None

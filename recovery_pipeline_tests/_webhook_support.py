@@ -96,27 +96,42 @@ def rejection_rows(db_url: str) -> list[dict]:
         eng.dispose()
 
 
-def start_receiver_process(db_url: str, tmp_path: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """``recovery-pipeline receiver`` in a subprocess on a free port; returns (process, base url)."""
-    port = port or free_port()
+def start_receiver_processes(db_url: str, tmp_path: Path, count: int = 1) -> list[tuple[subprocess.Popen, str]]:
+    """``recovery-pipeline receiver`` x ``count`` in subprocesses on free ports (started in
+    parallel); returns [(process, base url)] once every one answers /healthz."""
     env = dict(os.environ, **ENV, RECOVERY_DATA_DIR=str(tmp_path / "data"), RECOVERY_OPS_STORE_URL=db_url,
                PYTHONPATH=str(REPO_ROOT))
-    log = open(tmp_path / f"receiver-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "recovery_pipeline.cli", "receiver", "--port", str(port),
-                             "--log-level", "warning"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((tmp_path / f"receiver-{port}.log").read_text()[-3000:])
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
+    started = []
+    for _ in range(count):
+        port = free_port()
+        log = open(tmp_path / f"receiver-{port}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen([sys.executable, "-m", "recovery_pipeline.cli", "receiver", "--port", str(port),
+                                 "--log-level", "warning"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log)
+        started.append((proc, f"http://127.0.0.1:{port}", tmp_path / f"receiver-{port}.log"))
+    deadline = time.monotonic() + 90
+    pending = list(started)
+    while pending and time.monotonic() < deadline:
+        for item in list(pending):
+            proc, url, log_path = item
+            if proc.poll() is not None:
+                for p, _, _ in started:
+                    stop_process(p)
+                raise RuntimeError(log_path.read_text()[-3000:])
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    pending.remove(item)
+            except httpx.HTTPError:
+                pass
         time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError("receiver process did not start")
+    if pending:
+        for p, _, _ in started:
+            stop_process(p)
+        raise TimeoutError("receiver process did not start")
+    return [(p, u) for p, u, _ in started]
+
+
+def start_receiver_process(db_url: str, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    return start_receiver_processes(db_url, tmp_path, 1)[0]
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 
 from recovery_pipeline.cli import main as cli_main
 from recovery_pipeline.defs.provider_feedback.assets import polled_recovery_actions, webhook_events
-from recovery_pipeline.defs.provider_feedback.sensors import polling_health_sensor
 from recovery_pipeline.defs.recovery_execution.assets import executed_actions
 from recovery_pipeline.defs.recovery_execution.sensors import execution_sensor
 from recovery_pipeline.execution.killswitch import is_kill_switch_on, set_kill_switch
@@ -121,17 +120,30 @@ def test_polled_recovery_actions_asset_polls_the_sandbox_and_webhook_events_summ
     assert inbox["by_status"].value == {"pending": 1}
 
 
-def test_polling_failure_fails_the_run_and_the_health_sensor_fires_an_incident(tmp_path):
+def test_polling_failure_fails_the_run_and_records_the_failure_for_alerting(tmp_path):
     resources = _resources(tmp_path, poll_enabled=True, provider_url="http://127.0.0.1:9")
     engine = ops_engine(tmp_path)
     result = dg.materialize([polled_recovery_actions], resources=resources, raise_on_error=False)
     assert not result.success
     with engine.connect() as c:
         assert c.execute(sa.select(poll_state.c.consecutive_failures)).scalar_one() == 1
-    ctx = dg.build_sensor_context(resources={k: resources[k] for k in ("ops_store", "execution_settings")},
-                                  cursor=json.dumps({"status": "failing"}))
-    polling_health_sensor(ctx)
-    with engine.connect() as c:
-        assert c.execute(sa.select(alert_incidents.c.status)).scalar_one() == "firing"
-    with engine.connect() as c:
+        incident = c.execute(sa.select(alert_incidents.c.incident_key, alert_incidents.c.status)).one()
+        assert tuple(incident) == ("polling_stopped:slicker_recovery_actions", "firing")
         assert c.execute(sa.select(sa.func.count()).select_from(audit)).scalar_one() == 0
+
+
+def test_every_listed_recovery_action_is_stored_check_fails_when_paging_stopped_short(tmp_path):
+    from recovery_pipeline.defs.provider_feedback.checks import every_listed_recovery_action_is_stored
+    from recovery_pipeline.execution.polling import poll_recovery_actions
+
+    resources = _resources(tmp_path)
+    engine = ops_engine(tmp_path)
+    item = {"requestId": "ra_1", "invoiceId": "in_1", "actionSuggestion": "ACTION_SUGGESTION_RETRY"}
+    poll_recovery_actions(engine, lambda token: {"recoveryActions": [item], "nextPageToken": "",
+                                                 "totalSize": 2})
+    kwargs = {k: resources[k] for k in ("ops_store", "execution_settings")}
+    short = every_listed_recovery_action_is_stored(**kwargs)
+    assert not short.passed
+    poll_recovery_actions(engine, lambda token: {"recoveryActions": [item, {**item, "requestId": "ra_2"}],
+                                                 "nextPageToken": "", "totalSize": 2})
+    assert every_listed_recovery_action_is_stored(**kwargs).passed

@@ -279,3 +279,80 @@ def test_forward_card_update_link_from_card_expiring_soon_executes_live(tmp_path
     execute_pending(engine, billing, LIVE, env={})
     assert billing.calls == [("forward_card_update_link", "in_1", "revtain:ev_c")]
     assert billing.invoices["in_1"]["card_update_url"] == "https://pay.example/u"
+
+
+def test_kill_switch_flipped_mid_run_stops_and_leaves_the_rest_pending(tmp_path, monkeypatch):
+    from recovery_pipeline.execution import executor
+
+    monkeypatch.setattr(executor, "KILL_SWITCH_RECHECK_SECONDS", 0.0)
+    engine = ops_engine(tmp_path)
+    billing = FakeBilling({f"in_{i}": invoice(f"in_{i}", decline_code=None) for i in range(5)})
+    original = billing.pause_collection
+
+    def pause_then_flip(invoice_id, *, idempotency_key):
+        set_kill_switch(engine, True, by="oncall")
+        return original(invoice_id, idempotency_key=idempotency_key)
+
+    billing.pause_collection = pause_then_flip
+    for i in range(5):
+        add_inbox(engine, "slicker", f"e{i}", slicker_event(f"e{i}", "pause_collection", f"in_{i}"))
+    report = execute_pending(engine, billing, LIVE, env={})
+    statuses = sorted(r["status"] for r in _rows(engine, webhook_inbox))
+    assert report.paused and len(billing.calls) == 1
+    assert statuses == ["pending"] * 4 + ["processed"]
+    assert [r["result"] for r in _rows(engine, executed_actions)] == ["executed"]
+
+
+def test_crash_after_acting_before_recording_does_not_act_twice(tmp_path):
+    engine, billing = ops_engine(tmp_path), FakeBilling({"in_1": invoice("in_1")})
+    _retry_event(engine, "evt_1", "in_1")
+    execute_pending(engine, billing, LIVE, env={})
+    with engine.begin() as c:  # as if the process died after the billing call, before the result commit
+        c.execute(executed_actions.update().values(result="running"))
+        c.execute(webhook_inbox.update().values(status="pending"))
+    fresh = execute_pending(engine, billing, LIVE, env={})
+    assert fresh.busy == 1 and len(billing.calls) == 1  # a young claim may belong to a live run
+    with engine.begin() as c:  # the lease runs out: the run that held it is gone
+        c.execute(executed_actions.update().values(executed_at=utcnow() - timedelta(hours=1)))
+    execute_pending(engine, billing, LIVE, env={})
+    [row] = _rows(engine, executed_actions)
+    assert len(billing.calls) == 1 and (row["result"], row["attempts"]) == ("executed", 2)
+
+
+def test_a_thousand_events_give_a_thousand_actions_once(tmp_path):
+    engine = ops_engine(tmp_path)
+    n = 1000
+    billing = FakeBilling({f"in_{i}": invoice(f"in_{i}", decline_code=None) for i in range(n)})
+    with engine.begin() as c:
+        c.execute(webhook_inbox.insert(), [
+            dict(provider="slicker", event_id=f"e{i}", event_type="pause_collection", received_at=utcnow(),
+                 headers_json="{}", body=json.dumps(slicker_event(f"e{i}", "pause_collection", f"in_{i}")),
+                 status="pending", attempts=0) for i in range(n)])
+    policy = policy_from_config({"mode": "live", "batch_size": 5000}, env={})
+    execute_pending(engine, billing, policy, env={})
+    execute_pending(engine, billing, policy, env={})
+    assert len(billing.calls) == n == len({c[1] for c in billing.calls})
+    assert len(_rows(engine, executed_actions, executed_actions.c.result == "executed")) == n
+
+
+def test_two_concurrent_runs_act_once_per_event(tmp_path):
+    import threading
+
+    engine = ops_engine(tmp_path)
+    n = 200
+    billing = FakeBilling({f"in_{i}": invoice(f"in_{i}", decline_code=None) for i in range(n)})
+    invoked = []  # every call that reaches the billing system, before its idempotency check
+    original = billing.pause_collection
+    billing.pause_collection = lambda iid, *, idempotency_key: (invoked.append(iid),
+                                                                 original(iid, idempotency_key=idempotency_key))[1]
+    for i in range(n):
+        add_inbox(engine, "slicker", f"e{i}", slicker_event(f"e{i}", "pause_collection", f"in_{i}"))
+    threads = [threading.Thread(target=execute_pending, args=(engine, billing, LIVE), kwargs={"env": {}})
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    execute_pending(engine, billing, LIVE, env={})
+    assert sorted(invoked) == sorted(f"in_{i}" for i in range(n))
+    assert {r["status"] for r in _rows(engine, webhook_inbox)} == {"processed"}

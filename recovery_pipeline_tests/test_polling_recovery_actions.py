@@ -83,7 +83,8 @@ def test_repeated_poll_failures_raise_a_failing_alert(tmp_path):
     assert record_polling_alert(engine, health, T0) == "firing"
     with engine.connect() as c:
         inc = c.execute(sa.select(alert_incidents)).one()
-    assert (inc.incident_key, inc.status, inc.severity) == ("polling:slicker_recovery_actions", "firing", "critical")
+    assert (inc.incident_key, inc.status, inc.severity) == ("polling_stopped:slicker_recovery_actions", "firing",
+                                                            "ERROR")
 
 
 def test_polling_that_stopped_is_stale_and_the_alert_resolves_when_it_resumes(tmp_path):

@@ -25,23 +25,20 @@ def _resources(tmp_path, url, wh):
     }
 
 
-def test_pushed_assets_send_in_dependency_order_and_report_metadata(tmp_path, sandbox):
+def test_pushed_assets_send_everything_and_report_metadata(tmp_path, sandbox):
     data = generate(90, seed=8)
     wh = make_canonical_duckdb(tmp_path / "wh.duckdb", data)
     res = _resources(tmp_path, sandbox, wh)
     selected = [ps_assets.pushed_subscriptions, ps_assets.pushed_invoices, ps_assets.pushed_transactions]
     result = dg.materialize(selected, resources=res)
     assert result.success
-    meta = {m.asset_key.path[-1]: m.metadata for m in result.get_asset_materialization_events() and [
+    meta = {m.asset_key.path[-1]: m.metadata for m in [
         e.event_specific_data.materialization for e in result.get_asset_materialization_events()]}
     assert meta["pushed_invoices"]["records_sent"].value == 90
     assert meta["pushed_transactions"]["records_sent"].value == len(data["transactions"])
     assert meta["pushed_invoices"]["429s"].value == 0 and meta["pushed_invoices"]["preview"].value
     held = httpx.get(f"{sandbox}/sandbox/counts").json()["totals"]
     assert held["invoices"] == 90 and held["subscriptions"] == len(data["subscriptions"])
-    again = dg.materialize(selected, resources=res)
-    meta2 = [e.event_specific_data.materialization.metadata for e in again.get_asset_materialization_events()]
-    assert all(m["records_sent"].value == 0 for m in meta2)
 
 
 def test_provider_options_come_from_integration_yaml_unless_overridden(tmp_path):

@@ -64,9 +64,9 @@ def world(tmp_path, monkeypatch):
                 data_dir=str(tmp_path), exports_dir=str(tmp_path / "exports"),
                 integration_file=str(tmp_path / "integration.yaml")),
         }
-        with dg.instance_for_test() as instance:
-            yield {"fake": fake, "rows": rows, "slack": slack, "resources": resources,
-                   "instance": instance, "cursor": None}
+        instance = dg.DagsterInstance.ephemeral()  # in-memory storage: fast, per test
+        yield {"fake": fake, "rows": rows, "slack": slack, "resources": resources,
+               "instance": instance, "cursor": None}
 
 
 def _reconcile(world):
@@ -76,8 +76,11 @@ def _reconcile(world):
 
 
 def _tick(world):
-    ctx = dg.build_sensor_context(instance=world["instance"], cursor=world["cursor"],
-                                  resources={k: world["resources"][k] for k in ("ops_store", "reconciliation")})
+    ctx = dg.build_sensor_context(
+        instance=world["instance"], cursor=world["cursor"],
+        definitions=dg.Definitions(assets=[provider_counts, monthly_parity, recovery_kpis],
+                                   asset_checks=[monthly_parity_checks], resources=world["resources"]),
+        resources={k: world["resources"][k] for k in ("ops_store", "reconciliation")})
     result = alerting_sensor(ctx)
     assert isinstance(result, dg.SensorResult)
     world["cursor"] = result.cursor
@@ -124,7 +127,8 @@ def _outcome_miscounted(world):
 def test_broken_parity_alerts_once_and_resolves_once(world, breakage, check):
     ok = _reconcile(world)
     assert _failed_checks(ok) == {}
-    assert json.loads(_tick(world).cursor)["after_storage_id"] > 0
+    assert "reconciliation/monthly_parity:invoice_counts_match_provider" in json.loads(
+        _tick(world).cursor)["seen"]
     assert world["slack"].texts == []
 
     named, broken_rows = breakage(world)

@@ -53,11 +53,10 @@ class FakeStripe:
             items = items[ids.index(q["starting_after"]) + 1:]
         limit = int(q.get("limit", 10))
         page = [copy.deepcopy(o) for o in items[:limit]]
-        if "data.invoice" in q.getlist("expand[]"):
-            invs = {i["id"]: i for i in self.objects.get("invoices", [])}
-            for o in page:
-                if o.get("invoice") in invs:
-                    o["invoice"] = copy.deepcopy(invs[o["invoice"]])
+        for field in ("invoice", "subscription"):
+            if f"data.{field}" in q.getlist("expand[]"):
+                for o in page:
+                    self._expand(o, field)
         return JSONResponse({"object": "list", "url": f"/v1/{kind}", "has_more": len(items) > limit,
                              "data": page})
 
@@ -68,8 +67,16 @@ class FakeStripe:
         self.requests.append(f"{kind}/{oid}")
         for o in self.objects.get(kind, []):
             if o["id"] == oid:
+                o = copy.deepcopy(o)
+                for field in request.query_params.getlist("expand[]"):
+                    self._expand(o, field)
                 return JSONResponse(o)
         return JSONResponse({"error": {"message": f"No such {kind}: {oid}"}}, status_code=404)
+
+    def _expand(self, obj: dict, field: str) -> None:
+        by_id = {o["id"]: o for o in self.objects.get(field + "s", [])}
+        if obj.get(field) in by_id:
+            obj[field] = copy.deepcopy(by_id[obj[field]])
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1/{kind}", self.list), Route("/v1/{kind}/{oid}", self.retrieve)])
@@ -91,12 +98,13 @@ def _query(tmp_path, sql):
 
 def _world():
     old = k.invoice("in_old", status="open", attempt_count=1, created=k.T0 - 40 * DAY)
+    lost = k.invoice("in_lost", status="open", attempt_count=3, created=k.T0 - 35 * DAY)
     many = [k.invoice(f"in_{n:03d}", status="paid", attempt_count=1, created=k.T0 + n, paid_at=k.T0 + n)
             for n in range(150)]  # two pages of 100
     return {
         "customers": [k.customer()],
         "subscriptions": [k.subscription(status="past_due", created=k.T0 - 60 * DAY)],
-        "invoices": [old] + many,
+        "invoices": [old, lost] + many,
         "charges": [k.charge("ch_old1", "in_old", status="failed", created=k.T0 - 40 * DAY + 5)],
     }
 
@@ -144,6 +152,12 @@ def test_incremental_run_picks_up_an_old_invoice_that_changed(tmp_path):
     ((status, dunning),) = _query(tmp_path, "select status, epoch(dunning_complete_at) "
                                             "from billing_raw.subscriptions")
     assert (status, int(dunning)) == ("canceled", k.T0 + 600)
+    # end of dunning reaches the subscription's still-open invoice (canonical: unrecovered) ...
+    assert _query(tmp_path, "select status, epoch(dunning_complete_at) from billing_raw.invoices "
+                            "where invoice_id='in_lost'") == [("open", k.T0 + 600)]
+    # ... not the one that got paid
+    assert _query(tmp_path, "select dunning_complete_at from billing_raw.invoices "
+                            "where invoice_id='in_old'") == [(None,)]
 
 
 def test_fixture_shaped_objects_load_through_the_api_source(tmp_path):
@@ -157,7 +171,8 @@ def test_fixture_shaped_objects_load_through_the_api_source(tmp_path):
         _pipeline(tmp_path).run(stripe_api_source(stripe_api_key=KEY, stripe_base_url=url, rescan=False))
     assert _query(tmp_path, "select invoice_id, subscription_id, amount_minor, currency from billing_raw.invoices") == [
         (inv["id"], "subscription", inv["amount_due"], "USD")]
-    assert _query(tmp_path, "select plan_id from billing_raw.subscriptions") == [(sub["items"]["data"][0]["price"]["id"],)]
+    price_id = sub["items"]["data"][0]["price"]["id"]
+    assert _query(tmp_path, "select plan_id from billing_raw.subscriptions") == [(price_id,)]
 
 
 def test_api_key_is_injected_from_the_environment(tmp_path, monkeypatch):

@@ -101,3 +101,30 @@ def test_signed_deliveries_verify_with_the_test_secret(tmp_path):
     for body, headers in signed_deliveries(events, "whsec_demo_stripe_secret", timestamp=now):
         verify_stripe(headers, body, "whsec_demo_stripe_secret")
         assert json.loads(body)["object"] == "event"
+
+
+def test_emitted_events_delivered_signed_to_the_receiver_are_verified_stored_once_and_mapped(tmp_path, capsys):
+    from recovery_pipeline.cli import main
+    from recovery_pipeline.httpserve import serve_in_thread
+    from recovery_pipeline.stripe_connector.emit import deliver
+    from recovery_pipeline.stripe_connector.store import process_inbox
+    from recovery_pipeline.webhooks.app import ReceiverConfig, create_app
+
+    secret = "whsec_e2e_test_secret"
+    ops_url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    billing = _billing_db(tmp_path)
+    events = emit_events(billing)
+    app = create_app(ReceiverConfig(ops_store_url=ops_url, secrets={"stripe": secret}))
+    with serve_in_thread(app) as url:
+        assert set(deliver(url, events, secret)) == {200}
+        assert set(deliver(url, events[:2], secret)) == {200}  # redelivery: acknowledged, stored once
+        assert set(deliver(url, events[:1], "whsec_wrong")) == {401}
+        out = tmp_path / "events.jsonl"
+        assert main(["emit-stripe-events", "--billing-db-url", str(billing.url), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(events)
+    ops = create_ops_engine(ops_url)
+    results = process_inbox(ops)
+    assert len(results) == len(events) and {r.status for r in results} == {"stored"}
+    rows = build_rows(ops)
+    assert {r["invoice_id"]: r["status"] for r in rows.invoices}["in_recovered"] == "paid"
+    assert len(rows.transactions) == 6

@@ -779,6 +779,8 @@ def generate(
     if db_url is not None:
         engine = bdb.create_billing_engine(db_url)
         bdb.init_billing_db(engine, reset=reset_db)
+        if reset_db:  # loading into empty tables: build the indexes once at the end
+            bdb.drop_entity_indexes(engine)
 
         def db_sink(entity: str, month: str, table: pa.Table) -> None:
             bdb.bulk_insert(engine, entity, table)
@@ -789,6 +791,8 @@ def generate(
     finally:
         if writer is not None:
             writer.close()
+        if engine is not None and reset_db:
+            bdb.create_entity_indexes(engine)
     if writer is not None:
         summary.export_files = [str(p) for p in writer.files]
     if engine is not None:

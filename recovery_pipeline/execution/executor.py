@@ -60,6 +60,8 @@ FINAL_RESULTS = frozenset({"executed", "shadowed", "noop", "skipped", "review", 
 NON_INSTRUCTION_PROVIDERS = ("stripe",)
 DUPLICATE_MARKER = "duplicate:"
 KILL_SWITCH_RECHECK_SECONDS = 1.0
+CLAIM_LEASE_SECONDS = 600.0  # a "running" claim younger than this belongs to a live run
+BUSY = ("busy",)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class ExecutionReport:
     considered: int = 0
     waiting: int = 0
     duplicates: int = 0
+    busy: int = 0  # held by a concurrent run
     dead_lettered: int = 0
     failed: int = 0
     results: Counter = field(default_factory=Counter)  # result -> n
@@ -107,6 +110,7 @@ class ExecutionReport:
             "considered": self.considered,
             "waiting": self.waiting,  # ideal retry time not reached, or retry backoff
             "duplicates": self.duplicates,
+            "held_by_another_run": self.busy,
             "failed_attempts": self.failed,
             "dead_lettered": self.dead_lettered,
             "results": dict(self.results),
@@ -285,6 +289,9 @@ def execute_pending(
             if claim is None:
                 report.duplicates += 1
                 continue
+            if claim is BUSY:
+                report.busy += 1
+                continue
             _run_one(engine, billing, policy, item, claim[0], writes, report, now)
         writes.flush()
     return report
@@ -296,7 +303,7 @@ def _run_one(engine: sa.Engine, billing: BillingSystem, policy: ExecutionPolicy,
     assert inst is not None
     report.order.append(inst.source_event_id)
     try:
-        outcome = _decide_and_act(engine, billing, policy, inst)
+        outcome = _decide_and_act(engine, billing, policy, inst, retaken=attempt > 1)
     except BillingStateConflict as exc:
         outcome = _review(inst, None, f"invoice state changed before the action: {exc}")
     except BillingConflict as exc:
@@ -335,11 +342,15 @@ def _claim_many(engine: sa.Engine, items: list[WorkItem], now: datetime) -> dict
 
     Per item (by ``id``): ``(attempt, previous)`` where ``previous`` is None for a new claim or the
     (result, attempts) it re-took; ``None`` for a duplicate (already final: its source row is
-    marked processed with the duplicate marker right here).
+    marked processed with the duplicate marker right here); ``BUSY`` when another run holds a
+    live claim on it (``running`` for less than ``CLAIM_LEASE_SECONDS``: left alone). A
+    ``running`` claim older than that is a run that died: it is re-taken.
     """
     ea = executed_actions
     out: dict[int, tuple | None] = {}
     seen: dict[tuple[str, str], int] = {}
+    claimed_at = utcnow()  # wall clock: the lease is about real time, whatever ``now`` says
+    lease_start = claimed_at - timedelta(seconds=CLAIM_LEASE_SECONDS)
     with engine.begin() as conn:
         for item in items:
             inst = item.instruction
@@ -352,13 +363,19 @@ def _claim_many(engine: sa.Engine, items: list[WorkItem], now: datetime) -> dict
                 out[id(item)] = None
                 continue
             seen[key] = 1
+            # RETURNING, not rowcount: psycopg2 reports -1 for INSERT ... ON CONFLICT DO NOTHING
             inserted = conn.execute(insert_or_ignore(ea, conn).values(
-                **_audit_values(inst), mode="pending", result="running", attempts=1)).rowcount
+                **_audit_values(inst), mode="pending", result="running", attempts=1,
+                executed_at=claimed_at).returning(ea.c.id)).first() is not None
             if inserted:
                 out[id(item)] = (1, None)
                 continue
-            row = conn.execute(sa.select(ea.c.id, ea.c.result, ea.c.attempts).where(
+            row = conn.execute(sa.select(ea.c.id, ea.c.result, ea.c.attempts, ea.c.executed_at).where(
                 ea.c.provider == inst.provider, ea.c.source_event_id == inst.source_event_id)).one()
+            held_since = ins.parse_time(row.executed_at)
+            if row.result == "running" and held_since is not None and held_since > lease_start:
+                out[id(item)] = BUSY  # another run holds it (its lease has not expired)
+                continue
             if row.result in FINAL_RESULTS:
                 _set_source(conn, item, "processed", processed_at=now,
                             last_error=f"{DUPLICATE_MARKER} already processed as executed_actions "
@@ -366,7 +383,8 @@ def _claim_many(engine: sa.Engine, items: list[WorkItem], now: datetime) -> dict
                 out[id(item)] = None
                 continue
             attempts = (row.attempts or 0) + 1
-            conn.execute(ea.update().where(ea.c.id == row.id).values(result="running", attempts=attempts))
+            conn.execute(ea.update().where(ea.c.id == row.id).values(
+                result="running", attempts=attempts, executed_at=claimed_at))
             out[id(item)] = (attempts, (row.result, row.attempts))
     return out
 
@@ -381,6 +399,8 @@ def _release(engine: sa.Engine, claimed: list[tuple[WorkItem, tuple | None]]) ->
             inst = item.instruction
             where = (ea.c.provider == inst.provider, ea.c.source_event_id == inst.source_event_id,
                      ea.c.result == "running")
+            if claim is BUSY:
+                continue
             previous = claim[1]
             if previous is None:
                 conn.execute(ea.delete().where(*where))
@@ -421,7 +441,11 @@ def _review(inst: Instruction, invoice: dict | None, reason: str, mode: str = "s
 
 
 def _decide_and_act(engine: sa.Engine, billing: BillingSystem, policy: ExecutionPolicy,
-                    inst: Instruction) -> dict[str, Any]:
+                    inst: Instruction, retaken: bool = False) -> dict[str, Any]:
+    """Red flags, mode, then the action. ``retaken``: an earlier attempt may have reached the billing
+    system (timeout, crash before the result was recorded), so a live re-attempt skips the
+    invoice-state checks and repeats the call with the same idempotency key: the billing system
+    answers with its stored result, or refuses (409 -> review) if it never acted."""
     invoice_id = _resolve_invoice(engine, inst)
     default_mode = "live" if policy.mode == "live" else "shadow"
     if inst.kind == ins.ROUTE_TO_REVIEW:
@@ -452,7 +476,9 @@ def _decide_and_act(engine: sa.Engine, billing: BillingSystem, policy: Execution
     status = str(before.get("status") or "").lower()
     if inst.kind == ins.NOOP:
         return {**base, "result": "noop", "detail": inst.detail}
-    if inst.kind == ins.MARK_PAID:
+    if retaken and mode == "live":
+        pass  # the billing system's own state checks and idempotency decide (see docstring)
+    elif inst.kind == ins.MARK_PAID:
         if status == "paid":
             return {**base, "result": "noop", "detail": "invoice already paid: nothing to do"}
         if status not in ("open", "uncollectible"):
@@ -461,7 +487,7 @@ def _decide_and_act(engine: sa.Engine, billing: BillingSystem, policy: Execution
         return review(f"{inst.kind} for an already-paid invoice")
     elif status != "open":
         return review(f"{inst.kind} for a {status} invoice (not open)")
-    if inst.kind == ins.RETRY_NOW:
+    if inst.kind == ins.RETRY_NOW and not retaken:
         code = last_decline_code(before)
         if code and code in policy.hard_decline_codes:
             return review(f"retry asked on a hard decline ({code})")

@@ -7,8 +7,9 @@
   (insert-or-ignore on (provider, action id), raw item kept as ``body``), and records the outcome in
   ``poll_state`` (last successful poll time, consecutive failures, last error).
 - ``polling_health``: ok / stale (no success for ``stale_after_minutes``) / failing (``failure_threshold``
-  consecutive failures) / never; ``record_polling_alert`` keeps an ``alert_incidents`` row firing
-  while unhealthy and resolves it when healthy again (the alert sink picks incidents up from there).
+  consecutive failures) / never; ``record_polling_alert`` fires the ``polling_stopped:<name>``
+  incident through the monitoring group's ``Incidents`` + ``AlertSink`` while unhealthy and
+  resolves it when healthy again (the monitoring alerting sensor evaluates the same poll_state).
 """
 
 from __future__ import annotations
@@ -168,7 +169,10 @@ def poll_recovery_actions(engine: sa.Engine, fetch_page: PageFetcher, *, provide
                 with engine.begin() as conn:
                     inserted = 0
                     for row in rows:
-                        inserted += conn.execute(insert_or_ignore(recovery_actions, conn).values(**row)).rowcount
+                        # RETURNING, not rowcount (psycopg2 says -1 for ON CONFLICT DO NOTHING)
+                        new = conn.execute(insert_or_ignore(recovery_actions, conn).values(**row)
+                                           .returning(recovery_actions.c.action_id)).first()
+                        inserted += new is not None
                 result.new += inserted
                 result.duplicates += len(rows) - inserted
             token = page.get("nextPageToken") or None
@@ -189,12 +193,13 @@ def poll_recovery_actions(engine: sa.Engine, fetch_page: PageFetcher, *, provide
     with engine.begin() as conn:
         _state_update(conn, name, last_attempt_at=now, last_success_at=now, consecutive_failures=0,
                       last_error=None,
-                      cursor=json.dumps({"pages": result.pages, "fetched": result.fetched}))
+                      cursor=json.dumps({"pages": result.pages, "fetched": result.fetched,
+                                         "total_size": result.total_size}))
     return result
 
 
 def polling_health(engine: sa.Engine, now: datetime | None = None, *, name: str = DEFAULT_POLL_NAME,
-                   stale_after_minutes: float = 15, failure_threshold: int = 3) -> dict[str, Any]:
+                   stale_after_minutes: float = 30, failure_threshold: int = 3) -> dict[str, Any]:
     """Is polling alive? ``status``: ok | stale | failing | never; ``healthy`` bool; ``message``."""
     now = now or utcnow()
     with engine.connect() as conn:
@@ -227,15 +232,28 @@ def polling_health(engine: sa.Engine, now: datetime | None = None, *, name: str 
     }
 
 
-def record_polling_alert(engine: sa.Engine, health: dict[str, Any], now: datetime | None = None) -> str:
-    """Keep ``alert_incidents['polling:<name>']`` firing while unhealthy, resolve it when healthy.
+def record_polling_alert(engine: sa.Engine, health: dict[str, Any], now: datetime | None = None,
+                         sink: Any = None) -> str:
+    """Fire or resolve the ``polling_stopped:<name>`` incident from a ``polling_health`` result.
 
-    Returns what happened: ``fired`` (new incident), ``firing`` (still firing, last_seen moved),
-    ``resolved`` or ``ok`` (nothing to do). "never" counts as unhealthy only once polling is
-    expected (the caller decides by calling this at all).
+    Goes through the monitoring group's ``Incidents`` (one alert per incident, one resolution,
+    delivered by its ``AlertSink``; the same key its alerting sensor uses, so the two never
+    double-announce). Without the monitoring package it keeps the ``alert_incidents`` row itself.
+    Returns ``fired`` (new incident announced), ``firing`` (already firing), ``resolved`` or ``ok``.
     """
     now = now or utcnow()
-    key = f"polling:{health['name']}"
+    key = f"polling_stopped:{health['name']}"
+    try:
+        from recovery_pipeline.monitoring.alerts import AlertSink, Incidents
+    except ImportError:  # pragma: no cover - the monitoring package ships with the project
+        return _record_incident_row(engine, key, health, now)
+    incidents = Incidents(engine, sink or AlertSink.from_env())
+    if not health["healthy"]:
+        return "fired" if incidents.fire(key, "ERROR", health["message"], now) else "firing"
+    return "resolved" if incidents.resolve(key, health["message"], now) else "ok"
+
+
+def _record_incident_row(engine: sa.Engine, key: str, health: dict[str, Any], now: datetime) -> str:
     with engine.begin() as conn:
         row = conn.execute(sa.select(alert_incidents).where(alert_incidents.c.incident_key == key)).first()
         if not health["healthy"]:
@@ -243,9 +261,8 @@ def record_polling_alert(engine: sa.Engine, health: dict[str, Any], now: datetim
                 conn.execute(upsert(alert_incidents, conn, ["incident_key"],
                                     ["status", "severity", "message", "first_fired_at", "last_seen_at",
                                      "resolved_at"]).values(
-                    incident_key=key, status="firing", severity="critical" if health["status"] == "failing"
-                    else "warning", message=health["message"], first_fired_at=now, last_seen_at=now,
-                    resolved_at=None))
+                    incident_key=key, status="firing", severity="ERROR", message=health["message"],
+                    first_fired_at=now, last_seen_at=now, resolved_at=None))
                 return "fired"
             conn.execute(alert_incidents.update().where(alert_incidents.c.incident_key == key)
                          .values(last_seen_at=now, message=health["message"]))
@@ -255,4 +272,3 @@ def record_polling_alert(engine: sa.Engine, health: dict[str, Any], now: datetim
                          .values(status="resolved", resolved_at=now, last_seen_at=now))
             return "resolved"
     return "ok"
-

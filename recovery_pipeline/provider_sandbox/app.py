@@ -288,6 +288,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         for it in items:
             created = _parse_ts(it["createdAt"])
             state = it.get("state")
+            raw = json.dumps(it, sort_keys=True, separators=(",", ":"))
             rows.append({
                 "id": str(it["id"]), "month": created.strftime("%Y-%m"), "created_at": _iso(created),
                 "currency": it.get("currency"),
@@ -296,7 +297,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                 "billing_status": it.get("billingStatus"), "invoice_id": it.get("invoiceId"),
                 "subscription_id": it.get("subscriptionId"),
                 "decline_code": it.get("paymentGatewayErrorCode"), "amount": it.get("amount"),
-                "hash": payload_hash(it), "body": json.dumps(it, separators=(",", ":")),
+                "hash": hashlib.sha256(raw.encode()).hexdigest(), "body": raw,
             })
         result = store.upsert_records(entity, rows)
         store.bump("requests_accepted")

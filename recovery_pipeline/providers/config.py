@@ -20,7 +20,7 @@ class ProviderOptions:
     max_receive_count: int = 5
     concurrency: int = 2
     timeout_seconds: float = 10.0
-    rate_safety: float = 0.97  # the client keeps just under the provider's limit
+    rate_safety: float = 0.98  # the client keeps just under the provider's limit
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
 

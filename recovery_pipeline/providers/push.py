@@ -219,39 +219,45 @@ def push_entity(engine: sa.Engine, client: ProviderClient, entity: str,
             send_batch, engine, client, entity, batch_items, [b[1] for b in batch],
             [b[2] for b in batch], [b[3] for b in batch], settings.max_receive_count))
 
+    def process(chunk: list[dict[str, Any]]) -> None:
+        """Map, hash and compare one slice of rows with the ledger; submit full batches."""
+        stats.rows_read += len(chunk)
+        items, ids, hashes, months = [], [], [], []
+        for row in chunk:
+            if not adapter.include(entity, row):
+                stats.not_applicable += 1
+                continue
+            try:
+                item = wire(entity, adapter, row)
+            except CardNumberRefused as exc:
+                stats.refused += 1
+                with engine.begin() as conn:  # no payload: it would hold the card number
+                    _dead_letter(conn, "push", adapter.name, entity,
+                                 f"refused:{entity}:{adapter.record_id(entity, row)}", None, 0,
+                                 str(exc))
+                continue
+            items.append(item)
+            ids.append(adapter.record_id(entity, row))
+            hashes.append(payload_hash(item))
+            months.append(_month(row))
+        with engine.connect() as conn:
+            known = _ledger_hashes(conn, adapter.name, entity, ids)
+        for i, (rid, h) in enumerate(zip(ids, hashes, strict=True)):
+            if known.get(rid) == h:
+                stats.unchanged += 1
+            else:
+                pending.append((items[i], rid, h, months[i]))
+        while len(pending) >= size:
+            submit(pending[:size])
+            del pending[:size]
+
     with ThreadPoolExecutor(max_workers=max(1, settings.concurrency),
                             thread_name_prefix=f"push-{entity}") as pool:
         try:
-            for chunk in chunks:
-                stats.rows_read += len(chunk)
-                items, ids, hashes, months = [], [], [], []
-                for row in chunk:
-                    if not adapter.include(entity, row):
-                        stats.not_applicable += 1
-                        continue
-                    try:
-                        item = wire(entity, adapter, row)
-                    except CardNumberRefused as exc:
-                        stats.refused += 1
-                        with engine.begin() as conn:  # no payload: it would hold the card number
-                            _dead_letter(conn, "push", adapter.name, entity,
-                                         f"refused:{entity}:{adapter.record_id(entity, row)}", None,
-                                         0, str(exc))
-                        continue
-                    items.append(item)
-                    ids.append(adapter.record_id(entity, row))
-                    hashes.append(payload_hash(item))
-                    months.append(_month(row))
-                with engine.connect() as conn:
-                    known = _ledger_hashes(conn, adapter.name, entity, ids)
-                for i, (rid, h) in enumerate(zip(ids, hashes, strict=True)):
-                    if known.get(rid) == h:
-                        stats.unchanged += 1
-                    else:
-                        pending.append((items[i], rid, h, months[i]))
-                while len(pending) >= size:
-                    submit(pending[:size])
-                    del pending[:size]
+            step = max(size * 2, 200)  # map + look up in small slices: the first send goes out early
+            for big in chunks:
+                for lo in range(0, len(big), step):
+                    process(big[lo:lo + step])
             if pending:
                 submit(pending)
                 pending.clear()
@@ -365,10 +371,13 @@ def redrive(engine: sa.Engine, client: ProviderClient, *, handoff: Callable[[dic
                     _write_ledger(conn, provider, row["entity"], ids,
                                   [payload_hash(it) for it in items], months, res.request_id)
                     stats.records += len(items)
-        elif row["kind"] == "handoff" and body is not None and handoff is not None:
-            ok = handoff(json.loads(body))
-            attempts = 1
-            error = None if ok else "hand-off still failing"
+        elif row["kind"] == "handoff" and body is not None:
+            if handoff is None:
+                error = "hand-off dead letters need a handoff callable (recovery-pipeline redrive)"
+            else:
+                ok = handoff(json.loads(body))
+                attempts = 1
+                error = None if ok else "hand-off still failing"
         with engine.begin() as conn:
             if ok:
                 conn.execute(dead_letters.update().where(
@@ -379,7 +388,7 @@ def redrive(engine: sa.Engine, client: ProviderClient, *, handoff: Callable[[dic
                 conn.execute(dead_letters.update().where(
                     dead_letters.c.id == row["id"], dead_letters.c.status == "redriving").values(
                     status="dead", redriven_at=None, attempts=row["attempts"] + attempts,
-                    last_error=error or "no payload"))
+                    last_error=error or "payload missing from the payload store"))
                 stats.still_dead += 1
     return stats
 

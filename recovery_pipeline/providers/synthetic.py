@@ -65,7 +65,7 @@ def generate(invoices: int, *, seed: int = 7, start: datetime | None = None,
                 "payment_method_type": "card", "payment_method_token": f"pm_{i % 997:05d}",
                 "card_brand": "visa", "card_bin": "424242", "card_fingerprint": f"fp_{i % 997:05d}",
                 "card_country": sub["customer_country"], "created_at": t_created,
-                "updated_at": t_created, "month": created.strftime("%Y-%m"),
+                "updated_at": t_created, "month": t_created.strftime("%Y-%m"),
                 "customer_country": sub["customer_country"],
                 "invoice_created_at": created, "subscription_start": sub["activated_at"]})
     return {"subscriptions": subs, "invoices": invs, "transactions": txns}

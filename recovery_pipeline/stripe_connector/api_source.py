@@ -1,12 +1,15 @@
 """A dlt source over the Stripe API: backfill by ``created`` range and incremental sync that also
 re-scans objects that are still moving (open invoices, subscriptions in dunning).
 
-Yields billing export rows (the columns of ``billing_engine/schema.py``) into the tables
-``customers``, ``subscriptions``, ``invoices`` and ``transactions`` (one per charge), merged on the
-primary key, so a dlt pipeline with ``dataset_name="billing_raw"`` fills the raw warehouse tables.
+Yields billing export rows (the columns of ``billing_engine/schema.py``, conformed to the raw
+contract of ``ingest.contract``: ``_source='stripe_api'``, ``_month``, ...; ``conform=False`` for
+the bare columns) into ``customers``, ``subscriptions``, ``invoices`` and ``transactions`` (one per
+charge, plus one per refund), merged on the primary key, so a dlt pipeline with
+``dataset_name="billing_raw"`` fills the raw warehouse tables (``raw_load.load_stripe_raw``).
 
-Key: ``stripe_api_key`` is injected by dlt, so the environment variable ``STRIPE_API_KEY`` (or
-``SOURCES__STRIPE_API__STRIPE_API_KEY``, or secrets.toml) supplies it. Use a **restricted key**
+Key: the argument ``stripe_api_key`` is injected by dlt, so the environment variable
+``STRIPE_API_KEY`` (dlt's least specific lookup name for it; any dlt config provider works) supplies
+it; it travels only in the ``Authorization`` header, never in rows, state or logs. Use a **restricted key**
 (``rk_...``) with **Read** permission on: Invoices, Charges (covers refunds' state on charges),
 Subscriptions, Customers; nothing else and no Write permission.
 
@@ -17,10 +20,12 @@ subscription; the basil layout is understood as well).
 
 Incremental: each list resource has a typed cursor ``dlt.sources.incremental[datetime]("created_at",
 initial_value=...)`` (the row's ``created_at`` is Stripe's ``created``; explicit initial value
-``initial_created``, unix seconds), sent to Stripe as ``created[gte]``. Because a cursor on ``created`` never sees later changes to old
+``initial_created``, unix seconds), sent to Stripe as ``created[gte]``. Because a cursor on
+``created`` never sees later changes to old
 objects (the Events API reaches back only 30 days), two re-scan resources run every time:
 ``open_invoices`` lists ``status=open`` invoices and GETs every invoice id it last saw open, so an
-old invoice that got paid, voided or marked uncollectible is picked up; ``dunning_subscriptions``
+old invoice that got paid, voided or marked uncollectible is picked up (both with the subscription
+expanded, so an ended dunning stamps the invoice's ``dunning_complete_at``); ``dunning_subscriptions``
 does the same for ``past_due`` / ``unpaid`` subscriptions (``butter_dunning_complete`` metadata,
 cancellation at the end of dunning). Both write into the same tables (merge on the key).
 Backfill: pass ``created_gte`` / ``created_lt`` (unix seconds; e.g. one month per run); the range
@@ -137,7 +142,13 @@ def charge_updated_ts(ch: dict) -> int:
 
 
 def _invoice_row(inv: dict) -> dict:
-    return m.invoice_row(inv, m.invoice_updated_ts(inv))
+    """An invoice row; when its subscription came expanded (the re-scans ask for it), the
+    subscription's end of dunning stamps the open / uncollectible invoice it predates."""
+    sub = inv.get("subscription") if isinstance(inv.get("subscription"), dict) else None
+    dunning = m.subscription_dunning_complete(sub) if sub else None
+    if dunning is not None and dunning.timestamp() < m._int(inv.get("created")):
+        dunning = None
+    return m.invoice_row(inv, m.invoice_updated_ts(inv), dunning_complete_at=dunning)
 
 
 def _sub_row(sub: dict) -> dict:
@@ -246,18 +257,19 @@ def stripe_api_source(
             for iid in [i for i, e in state.items() if e["last"] < horizon or not e["ids"]]:
                 state.pop(iid)
 
-    @dlt.resource(name="open_invoices", table_name="invoices", primary_key="invoice_id", columns=dlt_columns("invoices"),
+    @dlt.resource(name="open_invoices", table_name="invoices", primary_key="invoice_id",
+                  columns=dlt_columns("invoices"),
                   write_disposition="merge")
     def open_invoices() -> Iterator[dict]:
         held = set(dlt.current.source_state().get("open_invoice_ids", []))
         still_open: set[str] = set()
 
         def rows():
-            for inv in client.list("/v1/invoices", {"status": "open"}):
+            for inv in client.list("/v1/invoices", {"status": "open", "expand[]": "data.subscription"}):
                 still_open.add(inv["id"])
                 yield _invoice_row(inv)
             for iid in sorted(held - still_open):
-                inv = client.get(f"/v1/invoices/{iid}")
+                inv = client.get(f"/v1/invoices/{iid}", {"expand[]": "subscription"})
                 _remember("open_invoice_ids", iid, inv.get("status") in ("open", "draft"))
                 yield _invoice_row(inv)
             for iid in still_open:

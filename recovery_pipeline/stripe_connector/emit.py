@@ -120,7 +120,8 @@ def stripe_charge(t: dict, *, refunded: bool = False, refund_id: str | None = No
     return {
         "id": t["transaction_id"], "object": "charge", "amount": amount,
         "amount_refunded": refund_amount if refunded else 0,
-        "refunds": {"object": "list", "data": refunds, "has_more": False}, "currency": (t.get("currency") or "usd").lower(),
+        "refunds": {"object": "list", "data": refunds, "has_more": False},
+        "currency": (t.get("currency") or "usd").lower(),
         "customer": t["customer_id"], "invoice": t["invoice_id"],
         "payment_intent": f"pi_{t['invoice_id']}", "created": _unix(t["created_at"]),
         "status": "failed" if failed else "succeeded", "paid": not failed, "captured": not failed,

@@ -45,31 +45,55 @@ class IngestResult:
 
 # --- writing --------------------------------------------------------------------------------------
 
-def _newer(v: m.ObjectVersion):
-    t = stripe_objects.c
-    return sa.or_(
-        t.version_ts < v.version_ts,
-        sa.and_(t.version_ts == v.version_ts, t.version_rank < v.version_rank),
-        sa.and_(t.version_ts == v.version_ts, t.version_rank == v.version_rank, t.event_id < v.event_id),
-    )
+_STATEMENTS: dict[str, tuple] = {}
+
+
+def _statements(conn: sa.Connection) -> tuple:
+    """(insert-or-ignore, guarded update, inbox insert-or-ignore, inbox mark) for the dialect, built once and
+    executed with parameters (no per-row statement construction)."""
+    name = conn.dialect.name
+    if name not in _STATEMENTS:
+        t = stripe_objects.c
+        insert = insert_or_ignore(stripe_objects, conn).returning(t.object_id)
+        newer = sa.or_(
+            t.version_ts < sa.bindparam("n_ts"),
+            sa.and_(t.version_ts == sa.bindparam("n_ts"), t.version_rank < sa.bindparam("n_rank")),
+            sa.and_(t.version_ts == sa.bindparam("n_ts"), t.version_rank == sa.bindparam("n_rank"),
+                    t.event_id < sa.bindparam("n_event")),
+        )
+        update = (stripe_objects.update()
+                  .where(t.object_type == sa.bindparam("k_type"), t.object_id == sa.bindparam("k_id"), newer)
+                  .values(version_ts=sa.bindparam("n_ts"), version_rank=sa.bindparam("n_rank"),
+                          event_id=sa.bindparam("n_event"), event_type=sa.bindparam("n_type"),
+                          data_json=sa.bindparam("n_data"), stored_at=sa.bindparam("n_stored"))
+                  .returning(t.object_id))
+        inbox = insert_or_ignore(webhook_inbox, conn).returning(webhook_inbox.c.id)
+        i = webhook_inbox.c
+        mark = (webhook_inbox.update()
+                .where(i.provider == PROVIDER, i.event_id == sa.bindparam("k_event"))
+                .values(status=sa.bindparam("n_status"), attempts=i.attempts + 1,
+                        processed_at=sa.bindparam("n_processed"), last_error=sa.bindparam("n_error")))
+        _STATEMENTS[name] = (insert, update, inbox, mark)
+    return _STATEMENTS[name]
 
 
 def apply_version(conn: sa.Connection, v: m.ObjectVersion) -> str:
-    """Store one object version unless a newer one is held: ``inserted`` | ``updated`` | ``stale``."""
-    values = {"object_type": v.object_type, "object_id": v.object_id, "version_ts": v.version_ts,
-              "version_rank": v.version_rank, "event_id": v.event_id, "event_type": v.event_type,
-              "data_json": v.data_json(), "stored_at": utcnow()}
-    # RETURNING, not rowcount: rowcount of ON CONFLICT DO NOTHING differs between drivers
-    t = stripe_objects.c
-    if conn.execute(insert_or_ignore(stripe_objects, conn).values(**values)
-                    .returning(t.object_id)).first() is not None:
+    """Store one object version unless a newer one is held: ``inserted`` | ``updated`` | ``stale``.
+
+    Ordered by ``(version_ts, version_rank, event_id)``; the guard is evaluated by the database on
+    the row it updates, so concurrent writers cannot regress a state. RETURNING (not rowcount,
+    which drivers report differently for ON CONFLICT DO NOTHING) says what happened."""
+    insert, update = _statements(conn)[:2]
+    now = utcnow()
+    data = v.data_json()
+    if conn.execute(insert, {"object_type": v.object_type, "object_id": v.object_id,
+                             "version_ts": v.version_ts, "version_rank": v.version_rank,
+                             "event_id": v.event_id, "event_type": v.event_type, "data_json": data,
+                             "stored_at": now}).first() is not None:
         return "inserted"
-    res = conn.execute(
-        stripe_objects.update()
-        .where(t.object_type == v.object_type, t.object_id == v.object_id, _newer(v))
-        .values(**{k: values[k] for k in ("version_ts", "version_rank", "event_id", "event_type",
-                                          "data_json", "stored_at")})
-        .returning(t.object_id))
+    res = conn.execute(update, {"k_type": v.object_type, "k_id": v.object_id, "n_ts": v.version_ts,
+                                "n_rank": v.version_rank, "n_event": v.event_id, "n_type": v.event_type,
+                                "n_data": data, "n_stored": now})
     return "updated" if res.first() is not None else "stale"
 
 
@@ -84,25 +108,37 @@ def _event_key(raw: str, event: object) -> tuple[str, str | None]:
     return "sha256:" + hashlib.sha256(raw.encode()).hexdigest(), None
 
 
-def ingest_events(engine: sa.Engine, events: Iterable[dict], *, source: str = "file") -> list[IngestResult]:
-    """Store each event raw in the inbox (dedupe on the event id) and apply it; one transaction each.
+def ingest_events(engine: sa.Engine, events: Iterable[dict], *, source: str = "file",
+                  chunk: int = 200) -> list[IngestResult]:
+    """Store each event raw in the inbox (dedupe on the event id) and apply it, ``chunk`` events per
+    transaction (the raw event and what it changed commit together).
 
     No signature check: these are exports (``stripe events list``) or replays. A malformed event is
     kept in the inbox as ``failed`` with the reason and reported ``rejected``; the rest go on."""
-    results = []
+    results: list[IngestResult] = []
     headers = json.dumps({"x-recovery-source": source})
-    for event in events:
-        raw = json.dumps(event, separators=(",", ":"), sort_keys=True)
-        event_id, event_type = _event_key(raw, event)
+    batch: list = []
+
+    def flush() -> None:
         with engine.begin() as conn:
-            row = {"provider": PROVIDER, "event_id": event_id, "event_type": event_type,
-                   "received_at": utcnow(), "headers_json": headers, "body": raw,
-                   "status": "pending", "attempts": 0}
-            if conn.execute(insert_or_ignore(webhook_inbox, conn).values(**row)
-                            .returning(webhook_inbox.c.id)).first() is None:
-                results.append(IngestResult(event_id, event_type, "duplicate", "event id already stored"))
-                continue
-            results.append(_apply_and_mark(conn, event_id, event_type, event))
+            for event in batch:
+                raw = json.dumps(event, separators=(",", ":"), sort_keys=True)
+                event_id, event_type = _event_key(raw, event)
+                row = {"provider": PROVIDER, "event_id": event_id, "event_type": event_type,
+                       "received_at": utcnow(), "headers_json": headers, "body": raw,
+                       "status": "pending", "attempts": 0}
+                if conn.execute(_statements(conn)[2], row).first() is None:
+                    results.append(IngestResult(event_id, event_type, "duplicate", "event id already stored"))
+                    continue
+                results.append(_apply_and_mark(conn, event_id, event_type, event))
+        batch.clear()
+
+    for event in events:
+        batch.append(event)
+        if len(batch) >= chunk:
+            flush()
+    if batch:
+        flush()
     return results
 
 
@@ -119,16 +155,14 @@ def _apply_and_mark(conn: sa.Connection, event_id: str, event_type: str | None, 
         else:
             result = IngestResult(event_id, event_type, "stored", plan.note, apply_plan(conn, plan))
             status = "processed"
-    inbox = webhook_inbox.c
-    conn.execute(webhook_inbox.update()
-                 .where(inbox.provider == PROVIDER, inbox.event_id == event_id)
-                 .values(status=status, attempts=inbox.attempts + 1, processed_at=utcnow(),
-                         last_error=result.reason if status in ("failed", "skipped") else None))
+    conn.execute(_statements(conn)[3], {"k_event": event_id, "n_status": status, "n_processed": utcnow(),
+                                        "n_error": result.reason if status in ("failed", "skipped") else None})
     return result
 
 
-def process_inbox(engine: sa.Engine, limit: int = 1000) -> list[IngestResult]:
-    """Apply the receiver's pending Stripe events (``webhook_inbox`` provider='stripe'), oldest first."""
+def process_inbox(engine: sa.Engine, limit: int = 1000, chunk: int = 200) -> list[IngestResult]:
+    """Apply the receiver's pending Stripe events (``webhook_inbox`` provider='stripe'), oldest first,
+    ``chunk`` per transaction. Idempotent: two processors on the same rows store the same state."""
     inbox = webhook_inbox.c
     with engine.connect() as conn:
         pending = conn.execute(
@@ -136,20 +170,19 @@ def process_inbox(engine: sa.Engine, limit: int = 1000) -> list[IngestResult]:
             .where(inbox.provider == PROVIDER, inbox.status == "pending")
             .order_by(inbox.id).limit(limit)).all()
     results = []
-    for event_id, event_type, body in pending:
-        try:
-            event = json.loads(body)
-        except ValueError:
-            event = None
+    for start in range(0, len(pending), chunk):
         with engine.begin() as conn:
-            if event is None:
-                conn.execute(webhook_inbox.update()
-                             .where(inbox.provider == PROVIDER, inbox.event_id == event_id)
-                             .values(status="failed", attempts=inbox.attempts + 1,
-                                     last_error="body is not JSON"))
-                results.append(IngestResult(event_id, event_type, "rejected", "body is not JSON"))
-                continue
-            results.append(_apply_and_mark(conn, event_id, event_type, event))
+            for event_id, event_type, body in pending[start:start + chunk]:
+                try:
+                    event = json.loads(body)
+                except ValueError:
+                    event = None
+                if event is None:
+                    conn.execute(_statements(conn)[3], {"k_event": event_id, "n_status": "failed",
+                                                        "n_processed": utcnow(), "n_error": "body is not JSON"})
+                    results.append(IngestResult(event_id, event_type, "rejected", "body is not JSON"))
+                    continue
+                results.append(_apply_and_mark(conn, event_id, event_type, event))
     return results
 
 

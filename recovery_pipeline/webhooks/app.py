@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -63,6 +64,7 @@ class ReceiverConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     commit_timeout_s: float = 8.0  # Revtain wants an answer within 10 s
     echo: bool = False  # bench only: POST /echo answers 200 without verifying or storing
+    switch_interval_s: float | None = None  # sys.setswitchinterval for the receiver process
 
     @property
     def enabled(self) -> tuple[str, ...]:
@@ -84,6 +86,7 @@ class ReceiverConfig:
             slicker_basic=settings_mod.secret(settings_mod.SECRET_ENV_VARS["slicker_webhook_basic"], env),
             max_body_bytes=int(env.get("RECEIVER_MAX_BODY_BYTES") or DEFAULT_MAX_BODY),
             echo=env.get("RECEIVER_BENCH_ECHO") == "1",
+            switch_interval_s=float(env.get("RECEIVER_SWITCH_INTERVAL") or 0) or None,
         )
 
 
@@ -171,8 +174,10 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
     async def healthz(request: Request) -> Response:
         writer = state.get("writer")
         ok = writer is not None and writer.alive
-        return JSONResponse({"status": "ok" if ok else "degraded", "providers": list(enabled)},
-                            status_code=200 if ok else 503)
+        doc = {"status": "ok" if ok else "degraded", "providers": list(enabled)}
+        if writer is not None:
+            doc["writer"] = writer.stats()
+        return JSONResponse(doc, status_code=200 if ok else 503)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(enabled))
@@ -184,6 +189,12 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        if "stripe" in enabled:
+            import stripe  # noqa: F401 - warm the import before the first delivery
+        if cfg.switch_interval_s:
+            # The writer thread re-takes the GIL after each SQLite step (and after the fsync);
+            # a busy event loop would hold it for the default 5 ms each time.
+            sys.setswitchinterval(cfg.switch_interval_s)
         engine = create_ops_engine(cfg.ops_store_url, durable=True)
         for attempt in range(5):  # several receiver processes may create the tables at once
             try:
@@ -287,6 +298,9 @@ def openapi_document(providers: tuple[str, ...] = signing.PROVIDERS) -> dict:
                                      "message": {"type": "string"}}},
             "Health": {"type": "object", "required": ["status", "providers"],
                        "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
-                                      "providers": {"type": "array", "items": {"type": "string"}}}},
+                                      "providers": {"type": "array", "items": {"type": "string"}},
+                                      "writer": {"type": "object", "properties": {
+                                          "batches": {"type": "integer"}, "items": {"type": "integer"},
+                                          "rows": {"type": "integer"}, "commit_seconds": {"type": "number"}}}}},
         }},
     }

@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import standardwebhooks
-import stripe
 
 PROVIDERS = ("slicker", "revtain", "butter", "standard", "stripe")
 
@@ -231,6 +230,8 @@ def verify_standard(headers: Mapping[str, str], body: bytes, secret: str, now: f
 
 def sign_stripe(secret: str, body: bytes | str, timestamp: int) -> str:
     """``t=<ts>,v1=<hex>`` as Stripe sends it."""
+    import stripe  # heavy: imported on first use
+
     data = body if isinstance(body, str) else bytes(body).decode()
     return stripe.WebhookSignature.generate_signature_header(data, secret, timestamp=int(timestamp))
 
@@ -239,6 +240,8 @@ def verify_stripe(headers: Mapping[str, str], body: bytes, secret: str,
                   tolerance: int = STRIPE_TOLERANCE_S, now: float | None = None) -> None:
     """Verify ``Stripe-Signature`` with ``stripe.WebhookSignature.verify_header`` (any v1 may match,
     so rotated secrets work), then the timestamp window (both directions) against ``now``."""
+    import stripe  # heavy: imported on first use
+
     header = _lower(headers).get(STRIPE_SIGNATURE.lower())
     if not header:
         raise MissingSignature(f"missing {STRIPE_SIGNATURE} header")

@@ -5,6 +5,7 @@ ARCHITECTURE.md "Ingestion" for why not ``@dlt_assets``): the source (export dro
 billing database) is chosen at run time from integration.yaml / ``RECOVERY_SOURCE_KIND``.
 """
 
+import warnings
 
 import dagster as dg
 
@@ -19,6 +20,9 @@ from recovery_pipeline.resources import (
 )
 from recovery_pipeline.sqlmodels.runner import markdown_preview, prepare
 from recovery_pipeline.sqlmodels.runner import warehouse as open_warehouse
+
+# single-run backfill policy (one dlt load for a UI backfill range) is marked beta in 1.13
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 RAW_DESCRIPTIONS = {
     "customers": "Customers as the billing system exports them (country drives coverage checks).",

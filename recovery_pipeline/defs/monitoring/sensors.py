@@ -1,9 +1,10 @@
 """Alerting: failed ERROR checks, freshness failures, failed runs, stopped polling, dead letters.
 
 A failed asset check does not fail its run, so run-failure sensors alone would miss it: the
-alerting sensor reads asset-check evaluations from the instance's event log (incrementally, by
-storage id kept in its JSON cursor) and turns each alertable failure into an incident; a later
-passing evaluation of the same check resolves it. Incidents live in the ops store
+alerting sensor reads the latest evaluation of every asset check of the code location
+(``instance.get_latest_asset_check_evaluation_record``; the JSON cursor remembers which
+evaluation it last handled per check) and turns each alertable failure (severity ERROR, or a
+freshness check) into an incident; a later passing evaluation of the same check resolves it. Incidents live in the ops store
 (``alert_incidents``), so each one is announced once and resolved once, whatever the tick rate.
 """
 
@@ -16,9 +17,6 @@ from recovery_pipeline.defs.monitoring.checks import canonical_freshness_checks
 from recovery_pipeline.monitoring.alerts import AlertSink, Incidents
 from recovery_pipeline.monitoring.health import ops_alert_conditions
 from recovery_pipeline.resources import OpsStoreResource, ReconciliationConfig
-
-EVENTS_PER_TICK = 5000
-
 
 def _incidents(ops_store: OpsStoreResource) -> Incidents:
     return Incidents(ops_store.engine(), AlertSink.from_env())
@@ -34,6 +32,24 @@ def _check_message(evaluation) -> str:
     return f"check `{evaluation.check_name}` on `{evaluation.asset_key.to_user_string()}`: {text}"
 
 
+def _latest_evaluations(context: dg.SensorEvaluationContext, seen: dict[str, int]):
+    """The newest completed evaluation of every asset check in this code location that was not
+    handled yet (``seen``: check -> record id). Uses the instance's per-check index, which every
+    event-log storage keeps (run-sharded SQLite included)."""
+    repo = context.repository_def
+    keys = list(repo.asset_checks_defs_by_key) if repo is not None else []
+    for key in sorted(keys, key=lambda k: k.to_user_string()):
+        record = context.instance.get_latest_asset_check_evaluation_record(key)
+        evaluation = record.evaluation if record is not None else None
+        if evaluation is None:
+            continue  # never ran, or still running
+        name = key.to_user_string()
+        if seen.get(name) == record.id:
+            continue
+        seen[name] = record.id
+        yield name, evaluation
+
+
 @dg.sensor(
     name="alerting_sensor",
     minimum_interval_seconds=60,
@@ -44,19 +60,13 @@ def _check_message(evaluation) -> str:
 def alerting_sensor(context: dg.SensorEvaluationContext, ops_store: OpsStoreResource,
                     reconciliation: ReconciliationConfig) -> dg.SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
-    after = cursor.get("after_storage_id")
-    records = context.instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        limit=EVENTS_PER_TICK, ascending=True)
-    latest: dict[str, object] = {}  # only the newest evaluation of each check counts
-    for rec in records:
-        evaluation = rec.event_log_entry.asset_check_evaluation
-        if evaluation is not None and _alertable(evaluation):
-            latest[f"check:{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation
-        after = rec.storage_id
+    seen: dict[str, int] = cursor.get("seen", {})
     incidents = _incidents(ops_store)
     fired, resolved = [], []
-    for key, evaluation in sorted(latest.items()):
+    for name, evaluation in list(_latest_evaluations(context, seen)):
+        if not _alertable(evaluation):
+            continue
+        key = f"check:{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
         if evaluation.passed:
             if incidents.resolve(key, f"check `{evaluation.check_name}` passes again"):
                 resolved.append(key)
@@ -64,6 +74,8 @@ def alerting_sensor(context: dg.SensorEvaluationContext, ops_store: OpsStoreReso
             severity = "ERROR" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "WARN"
             if incidents.fire(key, severity, _check_message(evaluation)):
                 fired.append(key)
+        if (key in incidents.firing(key)) == evaluation.passed:
+            seen.pop(name, None)  # the alert could not be delivered: try again next tick
     bad = ops_alert_conditions(ops_store.engine(), reconciliation.reconciliation_settings())
     for prefix in ("polling_stopped:", "dead_letters_piling_up"):
         result = incidents.sync(prefix, {k: v for k, v in bad.items() if k.startswith(prefix)})
@@ -71,7 +83,7 @@ def alerting_sensor(context: dg.SensorEvaluationContext, ops_store: OpsStoreReso
         resolved += result["resolved"]
     if fired or resolved:
         context.log.info(f"alerts fired: {fired}; resolved: {resolved}")
-    return dg.SensorResult(cursor=json.dumps({"after_storage_id": after}))
+    return dg.SensorResult(cursor=json.dumps({"seen": seen}, sort_keys=True))
 
 
 @dg.run_failure_sensor(

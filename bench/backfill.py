@@ -1,0 +1,128 @@
+"""Backfill benchmark: 12 months of Parquet exports -> raw (dlt) + canonical tables, against a bare
+DuckDB ``read_parquet`` load of the same files, measured in the same run.
+
+    .venv/bin/python bench/backfill.py                     # 200,000 invoices (about a minute)
+    .venv/bin/python bench/backfill.py --invoices 1000000  # the issue's full size
+
+The exports are generated once (deterministic generator, seed 7) and cached under
+``bench/out/backfill_<N>/exports``. Prints (a) the bare load time, (b) the full backfill time (the
+same functions the Dagster assets run: dlt raw load of every file, then the canonical SQL models
+month by month), the ratio b/a (target <= 2x), rows per second and peak memory (ru_maxrss).
+``--dagster`` also times the backfill through Dagster (one single-run backfill over the window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import duckdb  # noqa: E402
+
+from recovery_pipeline.billing_engine.generator import GenerateConfig, generate  # noqa: E402
+from recovery_pipeline.ingest.months import history_months  # noqa: E402
+from recovery_pipeline.ingest.pipeline import load_raw  # noqa: E402
+from recovery_pipeline.sqlmodels.runner import run_month  # noqa: E402
+
+ENTITIES = ("customers", "subscriptions", "invoices", "transactions")
+MONTHS = 12
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_exports(invoices: int, seed: int) -> Path:
+    root = ROOT / "bench" / "out" / f"backfill_{invoices}_s{seed}"
+    exports = root / "exports"
+    done = root / ".complete"
+    months = history_months(MONTHS)
+    if done.exists() and done.read_text() == ",".join(months):
+        return exports
+    shutil.rmtree(root, ignore_errors=True)
+    t = time.perf_counter()
+    cfg = GenerateConfig(seed=seed, months=MONTHS, invoices_per_month=max(1, invoices // MONTHS),
+                         bad_row_fraction=0.0005)
+    summary = generate(cfg, exports_dir=exports, formats=("parquet",))
+    done.write_text(",".join(months))
+    print(f"generated {summary.total('invoices'):,} invoices, "
+          f"{summary.total('transactions'):,} transactions in {time.perf_counter() - t:.1f}s "
+          f"-> {exports}")
+    return exports
+
+
+def bare_load(exports: Path, db: Path) -> tuple[float, dict[str, int]]:
+    t = time.perf_counter()
+    con = duckdb.connect(str(db))
+    counts = {}
+    for e in ENTITIES:
+        con.execute(f"create table {e} as select * from read_parquet('{exports / e}/*.parquet')")
+        counts[e] = con.execute(f"select count(*) from {e}").fetchone()[0]
+    con.close()
+    return time.perf_counter() - t, counts
+
+
+def full_backfill(exports: Path, work: Path) -> tuple[float, float, float]:
+    months = history_months(MONTHS)
+    warehouse = str(work / "warehouse.duckdb")
+    t = time.perf_counter()
+    load_raw("exports", months, warehouse=warehouse, data_dir=work, exports_dir=exports,
+             formats=("parquet",))
+    raw_s = time.perf_counter() - t
+    t2 = time.perf_counter()
+    for m in months:
+        run_month(warehouse, m)
+    canon_s = time.perf_counter() - t2
+    return time.perf_counter() - t, raw_s, canon_s
+
+
+def dagster_backfill(exports: Path, work: Path) -> float:
+    os.environ.update(RECOVERY_DATA_DIR=str(work), RECOVERY_EXPORTS_DIR=str(exports),
+                      RECOVERY_SOURCE_KIND="exports")
+    from recovery_pipeline.commands.backfill import run_backfill
+
+    t = time.perf_counter()
+    run_backfill(history_months(MONTHS), show_progress=False)
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--invoices", type=int, default=200_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--dagster", action="store_true", help="also time the backfill through Dagster")
+    args = ap.parse_args()
+    exports = ensure_exports(args.invoices, args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench_backfill_") as tmp:
+        tmp = Path(tmp)
+        bare_s, counts = bare_load(exports, tmp / "bare.duckdb")
+        rows = sum(counts.values())
+        full_s, raw_s, canon_s = full_backfill(exports, tmp / "full")
+        con = duckdb.connect(str(tmp / "full" / "warehouse.duckdb"), read_only=True)
+        canon = {t: con.execute(f"select count(*) from canonical.{t}").fetchone()[0]
+                 for t in ("invoices", "transactions", "quarantine")}
+        con.close()
+        print(f"files: {exports}  rows: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
+        print(f"(a) bare DuckDB read_parquet load : {bare_s:7.2f} s  ({rows / bare_s:,.0f} rows/s)")
+        print(f"(b) raw (dlt) + canonical backfill: {full_s:7.2f} s  ({rows / full_s:,.0f} rows/s)"
+              f"  [raw {raw_s:.2f} s, canonical {canon_s:.2f} s]")
+        print(f"    canonical: " + ", ".join(f"{k}={v:,}" for k, v in canon.items()))
+        print(f"ratio b/a: {full_s / bare_s:.2f}x (target <= 2x)")
+        if args.dagster:
+            dg_s = dagster_backfill(exports, tmp / "dagster")
+            print(f"(c) same backfill through Dagster : {dg_s:7.2f} s  "
+                  f"(ratio c/a {dg_s / bare_s:.2f}x)")
+        print(f"peak memory (ru_maxrss): {peak_rss_mb():,.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
