@@ -2,12 +2,13 @@
 
 Starts the receiver (uvicorn, separate process, ``RECEIVER_BENCH_ECHO=1`` so the same app also
 serves ``POST /echo``, which reads the body and answers 200 without verifying or storing), then
-drives both over loopback from a second process: ``wrk`` with a Lua script replaying pre-signed
+drives both over loopback (plus the same receiver forced to commit each event alone,
+``RECEIVER_MAX_BATCH=1``, as the naive baseline) from a second process: ``wrk`` with a Lua script replaying pre-signed
 Revtain deliveries (distinct event ids) when wrk is installed, else an asyncio keep-alive load
 generator in a subprocess. Prints events/s and p50/p99 for both, and the ratio.
 Targets: receiver >= 0.5 x echo events/s, receiver p99 <= 50 ms.
 
-    .venv/bin/python bench/webhooks.py [--duration 8] [--connections 32] [--generator wrk|python]
+    .venv/bin/python bench/webhooks.py [--duration 6] [--connections 64] [--rounds 3] [--no-naive] [--generator wrk|python]
 """
 
 from __future__ import annotations
@@ -162,6 +163,23 @@ def run_python(port: int, path: str, duration: float, conns: int, events: Path) 
     return json.loads(out.strip().splitlines()[-1])
 
 
+def durable_commit_ms(directory: Path, n: int = 40) -> float:
+    """p50 of one SQLite WAL synchronous=FULL commit here: the floor of every acknowledgement."""
+    con = sqlite3.connect(directory / "fsync_probe.sqlite", isolation_level=None)
+    con.execute("pragma journal_mode=wal")
+    con.execute("pragma synchronous=full")
+    con.execute("create table t (a)")
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        con.execute("begin")
+        con.execute("insert into t values (?)", (i,))
+        con.execute("commit")
+        times.append(time.perf_counter() - t0)
+    con.close()
+    return sorted(times)[n // 2] * 1000
+
+
 def combine(runs: list[dict]) -> dict:
     """Sum requests over rounds (rate = mean of rates); latency percentiles: the worst round."""
     return {"rps": sum(r["rps"] for r in runs) / len(runs), "p50": max(r["p50"] for r in runs),
@@ -171,10 +189,12 @@ def combine(runs: list[dict]) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=9.0, help="seconds per endpoint (split into rounds)")
-    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--duration", type=float, default=6.0, help="seconds per endpoint (split into rounds)")
+    ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved echo/receiver rounds")
     ap.add_argument("--events", type=int, default=150_000, help="distinct pre-signed deliveries")
+    ap.add_argument("--no-naive", dest="naive", action="store_false",
+                    help="skip the commit-per-event baseline receiver")
     ap.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
     args = ap.parse_args()
     gen = args.generator
@@ -187,29 +207,39 @@ def main() -> int:
     env = dict(os.environ, RECEIVER_BENCH_ECHO="1", RECOVERY_DATA_DIR=str(tmp),
                RECOVERY_OPS_STORE_URL=f"sqlite:///{db}", REVTAIN_WEBHOOK_SECRET=SECRET,
                PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
-                             "recovery_pipeline.webhooks.app:app_from_env", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            env=env, cwd=REPO, stderr=subprocess.PIPE)
+    def start(port: int, db_path: Path, extra: dict) -> subprocess.Popen:
+        env = dict(os.environ, RECOVERY_DATA_DIR=str(tmp), RECOVERY_OPS_STORE_URL=f"sqlite:///{db_path}",
+                   REVTAIN_WEBHOOK_SECRET=SECRET, PYTHONPATH=str(REPO), **extra)
+        return subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
+                                 "recovery_pipeline.webhooks.app:app_from_env", "--host", "127.0.0.1",
+                                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                                env=env, cwd=REPO, stderr=subprocess.PIPE)
+
+    proc = start(port, db, {"RECEIVER_BENCH_ECHO": "1"})
+    naive_port = free_port()
+    naive = start(naive_port, tmp / "naive.sqlite", {"RECEIVER_MAX_BATCH": "1"}) if args.naive else None
+    commit_ms = durable_commit_ms(tmp)
     try:
         wait_up(port, proc)
+        if naive is not None:
+            wait_up(naive_port, naive)
         warm, rec_events = tmp / "warm.txt", tmp / "events.txt"
         write_events(warm, 2000, "warm")
         write_events(rec_events, args.events, "evt")
         lua = tmp / "bench.lua"
         lua.write_text(WRK_LUA)
 
-        def drive(path: str, events: Path, duration: float) -> dict:
+        def drive(path: str, events: Path, duration: float, on_port: int = port) -> dict:
             if gen == "wrk":
-                return run_wrk(port, path, duration, args.connections, events, lua)
-            return run_python(port, path, duration, args.connections, events)
+                return run_wrk(on_port, path, duration, args.connections, events, lua)
+            return run_python(on_port, path, duration, args.connections, events)
 
         drive("/echo", warm, 2)  # warm-up: imports, caches, SQLite pages
         drive("/webhooks/revtain", warm, 2)
         # Interleave short rounds so background load on a shared machine hits both alike; each
         # receiver round gets its own slice of distinct pre-signed events.
         per_round = max(args.events // args.rounds, 1)
-        results: dict[str, list[dict]] = {"echo": [], "recv": []}
+        results: dict[str, list[dict]] = {"echo": [], "recv": [], "naive": []}
         for r in range(args.rounds):
             chunk = tmp / f"round{r}.txt"
             with rec_events.open() as src, chunk.open("w") as dst:
@@ -218,16 +248,22 @@ def main() -> int:
                         dst.write(line)
             results["echo"].append(drive("/echo", chunk, args.duration / args.rounds))
             results["recv"].append(drive("/webhooks/revtain", chunk, args.duration / args.rounds))
+            if naive is not None:
+                results["naive"].append(drive("/webhooks/revtain", chunk, args.duration / args.rounds, naive_port))
         echo, recv = combine(results["echo"]), combine(results["recv"])
+        naive_res = combine(results["naive"]) if naive is not None else None
         import httpx
 
         writer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()["writer"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in (proc, naive):
+            if p is None:
+                continue
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     con = sqlite3.connect(db)
     stored = con.execute("select count(*) from webhook_inbox where event_id like 'evt_%'").fetchone()[0]
@@ -239,13 +275,20 @@ def main() -> int:
           f"p99 {echo['p99']:6.2f} ms   non-2xx {echo['non2xx']}")
     print(f"revtain (verify+store+dedupe):     {recv['rps']:9.0f} ev/s    p50 {recv['p50']:6.2f} ms   "
           f"p99 {recv['p99']:6.2f} ms   non-2xx {recv['non2xx']}")
+    if naive_res is not None:
+        print(f"same, a commit per event (no group):{naive_res['rps']:8.0f} ev/s    p50 {naive_res['p50']:6.2f} ms   "
+              f"p99 {naive_res['p99']:6.2f} ms   non-2xx {naive_res['non2xx']}")
     print(f"distinct events durably stored:    {stored} (of {recv['requests']} acknowledged deliveries; "
           f"ids wrap after {args.events})")
+    print(f"one durable SQLite commit alone: p50 {commit_ms:.2f} ms (commit-per-event ceiling "
+          f"~{1000 / commit_ms:.0f}/s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus)")
     if writer["batches"]:
         print(f"group commit: {writer['batches']} commits, {writer['items'] / writer['batches']:.1f} requests "
               f"per commit, {1000 * writer['commit_seconds'] / writer['batches']:.2f} ms per commit (fsync incl.)")
+    if naive_res is not None and naive_res["rps"]:
+        print(f"group commit vs commit-per-event: {recv['rps'] / naive_res['rps']:.2f}x")
     ok_ratio, ok_p99 = ratio >= TARGET_RATIO, recv["p99"] <= TARGET_P99_MS
-    print(f"ratio receiver/echo: {ratio:.2f} (target >= {TARGET_RATIO}: {'MET' if ok_ratio else 'NOT MET'}); "
+    print(f"ratio receiver/echo: {ratio:.3f} (target >= {TARGET_RATIO}: {'MET' if ok_ratio else 'NOT MET'}); "
           f"receiver p99 {recv['p99']:.1f} ms (target <= {TARGET_P99_MS:.0f} ms: {'MET' if ok_p99 else 'NOT MET'})")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -7,7 +7,7 @@ import dagster as dg
 from recovery_pipeline.resources import build_resources
 
 # Each domain package exposes ``defs: dg.Definitions`` (assets, checks, sensors, schedules, jobs).
-DOMAINS: list[str] = ["billing_exports", "canonical", "provider_feedback", "recovery_execution", "provider_sync", "stripe_source"]
+DOMAINS: list[str] = ["billing_exports", "canonical", "provider_feedback", "recovery_execution", "provider_sync", "stripe_source", "reconciliation", "monitoring"]
 
 
 def build_definitions() -> dg.Definitions:

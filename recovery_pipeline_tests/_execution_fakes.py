@@ -6,7 +6,7 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta
 
-from recovery_pipeline.execution.billing import BillingConflict, BillingUnavailable
+from recovery_pipeline.execution.billing import BillingConflict, BillingStateConflict, BillingUnavailable
 from recovery_pipeline.opsstore import create_ops_engine, init_ops_store
 from recovery_pipeline.opsstore.models import recovery_actions, webhook_inbox
 from recovery_pipeline.opsstore.store import utcnow
@@ -44,8 +44,11 @@ class FakeBilling:
             raise BillingConflict("idempotency key reused with other parameters (fake)")
         if key in self.keys:
             return self.keys[key]
-        self.calls.append((action, invoice_id, key))
         inv = self.invoices[invoice_id]
+        allowed = ("open", "uncollectible") if action == "mark_paid" else ("open",)
+        if inv["status"] not in allowed:  # like the billing engine: 409 for a state it cannot act on
+            raise BillingStateConflict(f"invoice {invoice_id} is {inv['status']}")
+        self.calls.append((action, invoice_id, key))
         result = change(inv) or {}
         self.keys[key] = {"invoice": copy.deepcopy(inv), **result}
         return self.keys[key]

@@ -8,18 +8,18 @@ from datetime import UTC, datetime
 
 import pytest
 
+from recovery_pipeline.settings import load_settings
 from recovery_pipeline_tests.ingest_fixtures import CARD, World, load_and_model, query
 
 M = "2025-03"
 FUTURE = datetime(2031, 1, 1, tzinfo=UTC)
 
 
-def _bad_world(reason: str):
-    w = World()
-    w.good_month(M, 2)
-    c = w.customer(M)
-    s = w.subscription(M, c)
-    good_inv = w.invoice(M, s)
+REASONS = ["missing_currency", "unknown_currency", "negative_amount", "unknown_state",
+           "orphan_invoice", "orphan_transaction", "future_timestamp", "card_number_like"]
+
+
+def _add_bad_row(w: World, reason: str, s: dict, good_inv: dict) -> tuple[str, str]:
     if reason == "missing_currency":
         bad = w.invoice(M, s, currency=None)
     elif reason == "unknown_currency":
@@ -38,36 +38,53 @@ def _bad_world(reason: str):
         bad = w.transaction(M, good_inv, "failed", 2, payment_method_token=CARD)
     else:
         raise AssertionError(reason)
-    entity = "transactions" if "transaction_id" in bad else "invoices"
-    key = "transaction_id" if entity == "transactions" else "invoice_id"
-    return w, entity, bad[key]
+    if "transaction_id" in bad:
+        return "transactions", bad["transaction_id"]
+    return "invoices", bad["invoice_id"]
 
 
-@pytest.mark.parametrize("reason", [
-    "missing_currency", "unknown_currency", "negative_amount", "unknown_state", "orphan_invoice",
-    "orphan_transaction", "future_timestamp", "card_number_like",
-])
-def test_bad_row_is_quarantined_with_its_reason_and_kept_out(data_env, reason):
-    w, entity, record_id = _bad_world(reason)
-    w.write_exports(data_env.exports_dir)
-    load_and_model(data_env, [M])
-    q = query(data_env, "select entity, record_id, reason, row_json from canonical.quarantine")
-    assert [(e, r, why) for e, r, why, _ in q] == [(entity, record_id, reason)]
-    row = json.loads(q[0][3])
-    assert row[f"{entity[:-1]}_id"] == record_id
+@pytest.fixture(scope="module")
+def bad_rows_loaded(tmp_path_factory):
+    """One month with good rows and one bad row per reason, loaded and modelled once."""
+    settings = load_settings({"RECOVERY_DATA_DIR": str(tmp_path_factory.mktemp("quarantine"))})
+    settings.ensure_dirs()
+    w = World()
+    w.good_month(M, 2)
+    c = w.customer(M)
+    s = w.subscription(M, c)
+    good_inv = w.invoice(M, s)
+    w.transaction(M, good_inv)
+    bad = {reason: _add_bad_row(w, reason, s, good_inv) for reason in REASONS}
+    w.write_exports(settings.exports_dir)
+    load_and_model(settings, [M])
+    return settings, bad
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_bad_row_is_quarantined_with_its_reason_and_kept_out(bad_rows_loaded, reason):
+    settings, bad = bad_rows_loaded
+    entity, record_id = bad[reason]
+    q = query(settings, "select entity, reason, row_json from canonical.quarantine "
+                        "where record_id = $id", {"id": record_id})
+    assert [(e, why) for e, why, _ in q] == [(entity, reason)]
+    assert json.loads(q[0][2])[f"{entity[:-1]}_id"] == record_id
     key = "transaction_id" if entity == "transactions" else "invoice_id"
-    kept = query(data_env, f"select count(*) from canonical.{entity} where {key} = $id",
+    kept = query(settings, f"select count(*) from canonical.{entity} where {key} = $id",
                  {"id": record_id})[0][0]
     assert kept == 0
-    good = query(data_env, "select count(*) from canonical.invoices")[0][0]
-    assert good >= 3  # the good rows of the month went through
 
 
-def test_quarantined_card_number_is_masked_in_row_json(data_env):
-    w, _, _ = _bad_world("card_number_like")
-    w.write_exports(data_env.exports_dir)
-    load_and_model(data_env, [M])
-    (row_json,) = query(data_env, "select row_json from canonical.quarantine")[0]
+def test_good_rows_of_the_month_go_through(bad_rows_loaded):
+    settings, bad = bad_rows_loaded
+    assert query(settings, "select count(*) from canonical.quarantine")[0][0] == len(REASONS)
+    assert query(settings, "select count(*) from canonical.invoices")[0][0] == 3
+    assert query(settings, "select count(*) from canonical.transactions")[0][0] == 3
+
+
+def test_quarantined_card_number_is_masked_in_row_json(bad_rows_loaded):
+    settings, bad = bad_rows_loaded
+    (row_json,) = query(settings, "select row_json from canonical.quarantine where record_id = $id",
+                        {"id": bad["card_number_like"][1]})[0]
     assert CARD not in row_json
     assert json.loads(row_json)["payment_method_token"] == "************4242"
 

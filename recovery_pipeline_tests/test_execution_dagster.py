@@ -49,10 +49,13 @@ def test_execution_sensor_requests_one_deterministic_run_for_due_work(tmp_path):
     resources = _resources(tmp_path)
     engine = ops_engine(tmp_path)
     add_inbox(engine, "slicker", "evt_1", slicker_event("evt_1", "pause_collection", "in_1"))
-    first, again = _tick(resources), _tick(resources)
+    first = _tick(resources)
+    again = _tick(resources, first.cursor)
     assert len(first.run_requests) == 1
     assert first.run_requests[0].run_key == again.run_requests[0].run_key
-    assert json.loads(first.cursor)["digest"]
+    add_inbox(engine, "slicker", "evt_2", slicker_event("evt_2", "pause_collection", "in_2"))
+    moved = _tick(resources, again.cursor)
+    assert moved.run_requests[0].run_key != first.run_requests[0].run_key
 
 
 def test_execution_sensor_skips_while_retries_wait_for_their_ideal_time(tmp_path):
@@ -147,3 +150,26 @@ def test_every_listed_recovery_action_is_stored_check_fails_when_paging_stopped_
     poll_recovery_actions(engine, lambda token: {"recoveryActions": [item, {**item, "requestId": "ra_2"}],
                                                  "nextPageToken": "", "totalSize": 2})
     assert every_listed_recovery_action_is_stored(**kwargs).passed
+
+
+def test_execute_cli_reports_paused_while_the_kill_switch_is_on(data_env, capsys):
+    assert cli_main(["kill-switch", "on"]) == 0
+    capsys.readouterr()
+    assert cli_main(["execute", "--no-poll"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["execution"]["paused"] is True
+
+
+def test_code_location_registers_the_groups_sensor_and_schedule_running_by_default():
+    from recovery_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    groups = {k: graph.get(dg.AssetKey(k)).group_name
+              for k in ("webhook_events", "polled_recovery_actions", "executed_actions")}
+    assert groups == {"webhook_events": "provider_feedback", "polled_recovery_actions": "provider_feedback",
+                      "executed_actions": "recovery_execution"}
+    assert repo.get_sensor_def("execution_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert repo.get_schedule_def("recovery_actions_poll").default_status == dg.DefaultScheduleStatus.RUNNING
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"every_listed_recovery_action_is_stored", "manual_review_queue_is_empty"} <= checks

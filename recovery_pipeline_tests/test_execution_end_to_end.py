@@ -69,3 +69,43 @@ def test_webhook_and_polled_copies_of_one_decision_with_a_redelivery_retry_the_i
     assert [(a.business_action, a.result) for a in audit] == [("retry_now", "executed")]
     assert inbox_status == ["processed"] and polled_status == ["processed"]
     assert attempts == 2 and status in ("open", "paid")
+
+
+def test_revtain_outcomes_arrive_signed_and_mark_paid_wait_or_request_a_card_update(tmp_path):
+    import hashlib
+
+    secret = "whsec_e2e_revtain"
+    billing_db, ops = _billing_db(tmp_path, countries=("US",) * 12), ops_engine(tmp_path)
+
+    def succeeds(key: str) -> bool:  # the sandbox settles a soft decline by this hash
+        return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 3 != 0
+
+    ids = [f"in_{i}" for i in range(12)]
+    ok_id = next(i for i in ids if succeeds(i))
+    wait_id = next(i for i in ids if not succeeds(i))
+    card_id = next(i for i in ids if i not in (ok_id, wait_id))
+    receiver = receiver_app(ReceiverConfig(ops_store_url=str(ops.url), secrets={"revtain": secret}))
+    with serve_in_thread(receiver) as receiver_url, \
+            serve_in_thread(billing_app(db_url=str(billing_db.url), api_key=KEY)) as billing_url, \
+            serve_in_thread(sandbox_app(SandboxConfig(
+                api_key=API, webhook_url=receiver_url, webhook_secrets={"revtain": secret},
+                deliver_in_background=False))) as sandbox_url:
+        for invoice_id, code, present in ((ok_id, "do_not_honor", False), (wait_id, "do_not_honor", False),
+                                          (card_id, "expired_card", True)):
+            r = httpx.post(f"{sandbox_url}/api/recovery/execute", headers={"X-API-KEY": API}, json={
+                "paymentMethodToken": f"pm_{invoice_id}", "amount": 2500, "currency": "USD",
+                "originalDeclineCode": code, "idempotencyKey": invoice_id, "customerPresent": present,
+                "isTrialConversion": False, "metadata": {"invoiceId": invoice_id}})
+            assert r.status_code == 200, r.text
+        assert httpx.post(f"{sandbox_url}/sandbox/deliver", json={}).json()["delivered"] == 3
+        with HttpBillingSystem(billing_url, KEY) as billing:
+            execute_pending(ops, billing, policy_from_config({"mode": "live"}, env={}), env={})
+    with ops.connect() as c:
+        audit = {r.invoice_id: (r.business_action, r.result)
+                 for r in c.execute(sa.select(executed_actions))}
+    with billing_db.connect() as c:
+        inv = {r.invoice_id: r for r in c.execute(sa.select(invoices))}
+    assert audit == {ok_id: ("mark_paid", "executed"), wait_id: ("noop", "noop"),
+                     card_id: ("request_payment_method_update", "executed")}
+    assert inv[ok_id].status == "paid" and inv[wait_id].status == "open"
+    assert inv[card_id].payment_method_update_requested_at is not None

@@ -356,3 +356,27 @@ def test_two_concurrent_runs_act_once_per_event(tmp_path):
     execute_pending(engine, billing, LIVE, env={})
     assert sorted(invoked) == sorted(f"in_{i}" for i in range(n))
     assert {r["status"] for r in _rows(engine, webhook_inbox)} == {"processed"}
+
+
+def test_card_update_url_from_a_handoff_is_forwarded_once(tmp_path):
+    engine, billing = ops_engine(tmp_path), FakeBilling({"in_5": invoice("in_5", decline_code="expired_card")})
+    now = utcnow()
+    with engine.begin() as c:
+        c.execute(handoffs.insert().values(provider="revtain", idempotency_key="in_5", invoice_id="in_5",
+                                           status="accepted", provider_transaction_id="rvt_5",
+                                           card_update_url="https://pay.revtain.example/update/rvt_5",
+                                           created_at=now, updated_at=now))
+    execute_pending(engine, billing, LIVE, env={})
+    execute_pending(engine, billing, LIVE, env={})
+    [row] = _rows(engine, executed_actions)
+    assert billing.calls == [("forward_card_update_link", "in_5", "revtain:handoff:in_5")]
+    assert (row["source"], row["result"]) == ("handoff", "executed")
+
+
+def test_a_re_attempt_after_someone_else_paid_the_invoice_goes_to_review(tmp_path):
+    engine, billing = ops_engine(tmp_path), FakeBilling({"in_1": invoice("in_1")}, fail_times=1)
+    _retry_event(engine, "evt_1", "in_1")
+    execute_pending(engine, billing, LIVE, env={})
+    billing.invoices["in_1"]["status"] = "paid"  # the customer paid by other means meanwhile
+    execute_pending(engine, billing, LIVE, env={})
+    assert billing.calls == [] and "state changed" in _rows(engine, manual_review)[0]["reason"]

@@ -124,3 +124,15 @@ def test_pending_rows_are_created_before_sending(ops_engine, sandbox):
     with make_client(sandbox, "revtain") as client:
         result = handoff_failures(ops_engine, client, [txn])
     assert result.sent == 0 and stats(sandbox)["revtain"]["executions"] == 0
+
+
+def test_same_card_and_amount_409_for_another_invoice_does_not_stop_billing_retries(ops_engine, sandbox):
+    a, b = FAILED[0], dict(FAILED[0], invoice_id="in_other", transaction_id="tx_other")
+    billing = Recorder()
+    with serve_in_thread(billing.app()) as billing_url, make_client(sandbox, "revtain") as client:
+        result = handoff_failures(ops_engine, client, [a, b],
+                                  mark_handed_off=billing_marker(billing_url, "k"))
+    assert sorted(result.outcomes.items()) == [("accepted", 1), ("duplicate", 1)] or result.outcomes == {
+        "queued": 1, "duplicate": 1}
+    assert [c["path"] for c in billing.calls] == [f"/invoices/{a['invoice_id']}/hand-off"]
+    assert stats(sandbox)["revtain"]["charges"] == 1

@@ -51,3 +51,22 @@ def test_provider_options_come_from_integration_yaml_unless_overridden(tmp_path)
     over = ProviderResource(integration_file=str(path), base_url="http://x", api_key="k",
                             batch_size=10).options()
     assert over.batch_size == 10 and over.provider == "revtain"
+
+
+def test_dead_letter_check_fails_while_a_push_waits_for_redrive(tmp_path, sandbox):
+    from recovery_pipeline.defs.provider_sync import checks
+    from recovery_pipeline.providers.push import PushSettings, push_entity
+    from recovery_pipeline.providers.synthetic import chunks
+    from recovery_pipeline_tests.provider_fixtures import faults, make_client
+
+    res = _resources(tmp_path, sandbox, str(tmp_path / "unused.duckdb"))
+    engine = res["ops_store"].engine()
+    ctx = dg.build_asset_check_context(resources={"ops_store": res["ops_store"],
+                                                  "provider": res["provider"]})
+    assert checks.no_push_is_waiting_in_dead_letters(ctx).passed
+    faults(sandbox, fraction_5xx=1.0, seed=1)
+    with make_client(sandbox) as client:
+        push_entity(engine, client, "invoices", chunks(generate(5)["invoices"]),
+                    PushSettings(max_receive_count=1))
+    result = checks.no_push_is_waiting_in_dead_letters(ctx)
+    assert not result.passed and result.metadata["dead_letters"].value == 1

@@ -114,3 +114,20 @@ def test_delivery_gives_up_after_the_schedule():
     assert next_delay("butter", 1, 1.0) == 43200 and next_delay("butter", 1, 0.001) == 43.2
     assert next_delay("slicker", len(SCHEDULES["slicker"]), 1.0) is None
     assert sum(SCHEDULES["revtain"]) <= 24 * 3600
+
+
+def test_webhook_faults_send_duplicates_and_shuffle_the_order():
+    rec = Recorder()
+    with serve_in_thread(rec.app()) as receiver, start_sandbox(
+            webhook_url=receiver, webhook_secrets=SECRETS, deliver_in_background=False) as url:
+        for i in range(12):
+            httpx.post(f"{url}/sandbox/events", json={"provider": "revtain", "type": "card.updated",
+                                                       "id": f"evt_{i:02d}", "data": {"n": i}})
+        httpx.post(f"{url}/sandbox/faults", json={"webhook_duplicate_fraction": 1.0,
+                                                  "webhook_shuffle": True, "seed": 3})
+        result = httpx.post(f"{url}/sandbox/deliver").json()
+    ids = [json.loads(c["body"])["id"] for c in rec.calls]
+    assert result["delivered"] == 12 and result["duplicates_sent"] == 12
+    assert sorted(set(ids)) == [f"evt_{i:02d}" for i in range(12)] and len(ids) == 24
+    firsts = list(dict.fromkeys(ids))
+    assert firsts != sorted(firsts)  # out of order

@@ -181,3 +181,45 @@ def test_api_key_is_injected_from_the_environment(tmp_path, monkeypatch):
     with serve_in_thread(fake.app()) as url:
         _pipeline(tmp_path).run(stripe_api_source(stripe_base_url=url, rescan=False))
     assert _query(tmp_path, "select customer_id, country from billing_raw.customers") == [("cus_1", "DE")]
+
+
+def test_client_retries_429_and_5xx_then_pages_on(monkeypatch):
+    from recovery_pipeline.stripe_connector import api_source
+
+    monkeypatch.setattr(api_source, "_backoff", lambda state: 0.0)
+    fake = FakeStripe({"customers": [k.customer(f"cus_{n}") for n in range(3)]})
+    answers = iter([429, 503])
+
+    async def flaky(request: Request):
+        code = next(answers, None)
+        if code is not None:
+            fake.requests.append(f"HTTP {code}")
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=code,
+                                headers={"Retry-After": "0"})
+        return await fake.list(request)
+
+    app = Starlette(routes=[Route("/v1/{kind}", flaky)])
+    with serve_in_thread(app) as url:
+        client = api_source.StripeClient(KEY, url, page_limit=2)
+        try:
+            ids = [c["id"] for c in client.list("/v1/customers", {})]
+        finally:
+            client.close()
+    assert sorted(ids) == ["cus_0", "cus_1", "cus_2"]
+    assert fake.requests[:2] == ["HTTP 429", "HTTP 503"]
+
+
+def test_client_does_not_retry_a_bad_key():
+    from recovery_pipeline.stripe_connector.api_source import StripeAPIError, StripeClient
+
+    fake = FakeStripe({"customers": [k.customer()]})
+    with serve_in_thread(fake.app()) as url:
+        client = StripeClient("rk_test_wrong", url)
+        try:
+            client.get("/v1/customers")
+        except StripeAPIError as exc:
+            assert "401" in str(exc) and "rk_test_wrong" not in str(exc)
+        else:
+            raise AssertionError("a bad key was accepted")
+        finally:
+            client.close()

@@ -30,7 +30,8 @@ def test_event_store_asset_applies_pending_stripe_events(tmp_path):
     assert result.success
     md = result.get_asset_materialization_events()[0].materialization.metadata
     assert md["events_applied_this_run"].value == 3 and md["events_skipped_this_run"].value == 1
-    assert md["invoices"].value == 1 and md["transactions"].value == 2
+    assert md["objects_by_type"].value["invoice"] == 1 and md["objects_by_type"].value["invoice_attempt"] == 2
+    assert "in_1" in md["preview"].value
 
 
 def test_mappable_check_fails_on_a_malformed_stored_event(tmp_path):

@@ -41,3 +41,30 @@ def test_stored_events_load_into_billing_raw_with_schema_columns(tmp_path):
         assert con.execute("select count(*) from billing_raw.customers").fetchone() == (1,)
     finally:
         con.close()
+
+
+def test_later_loads_carry_only_the_rows_new_events_touch(tmp_path, monkeypatch):
+    from datetime import timedelta
+
+    from recovery_pipeline.stripe_connector import events_source
+    from recovery_pipeline.stripe_connector.store import ingest_events
+
+    monkeypatch.setattr(events_source, "STORED_AT_LAG", timedelta(0))
+    url = f"sqlite:///{tmp_path / 'ops.sqlite'}"
+    eng = create_ops_engine(url)
+    init_ops_store(eng)
+    ingest_events(eng, [k.event("invoice.paid", k.invoice(f"in_{n}", status="paid", attempt_count=1), k.T0 + n)
+                        for n in range(30)])
+    wh = str(tmp_path / "wh.duckdb")
+    first = load_stripe_raw(warehouse=wh, data_dir=tmp_path / "data", ops_store_url=url)
+    ingest_events(eng, [k.event("invoice.payment_failed", k.invoice("in_new", attempt_count=1), k.T0 + 100)])
+    second = load_stripe_raw(warehouse=wh, data_dir=tmp_path / "data", ops_store_url=url)
+    assert first.rows["invoices"] == 30
+    assert second.rows["invoices"] <= 2  # the new invoice (and the newest one of the previous run)
+    con = duckdb.connect(wh, read_only=True)
+    try:
+        assert con.execute("select count(*) from billing_raw.invoices").fetchone() == (31,)
+        assert con.execute("select status from billing_raw.transactions "
+                           "where invoice_id = 'in_new'").fetchall() == [("failed",)]
+    finally:
+        con.close()

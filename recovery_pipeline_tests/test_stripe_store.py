@@ -222,3 +222,79 @@ def test_guarded_upsert_keeps_newest_on_postgres(pg_url):
     assert rows.invoices[0]["status"] == "paid"
     assert sorted(t["status"] for t in rows.transactions) == ["failed", "succeeded"]
     eng.dispose()
+
+
+def test_payment_intent_failure_gives_decline_and_card_to_an_attempt_without_charge_event(tmp_path):
+    eng = _sqlite(tmp_path)
+    intent = {"id": "pi_1", "object": "payment_intent", "invoice": "in_1", "created": k.T0,
+              "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "do_not_honor",
+                                     "message": "Your card was declined.", "charge": "ch_9",
+                                     "payment_method": {"id": "pm_9", "object": "payment_method", "type": "card",
+                                                        "card": {"brand": "mastercard", "country": "GB",
+                                                                 "fingerprint": "fp_9"}}}}
+    ingest_events(eng, [k.event("invoice.payment_failed", k.invoice(attempt_count=1), k.T0 + 10),
+                        k.event("payment_intent.payment_failed", intent, k.T0 + 10)])
+    (tx,) = build_rows(eng).transactions
+    assert (tx["status"], tx["decline_code"], tx["card_brand"], tx["card_country"], tx["payment_method_token"]) == (
+        "failed", "do_not_honor", "mastercard", "GB", "pm_9")
+
+
+def test_card_expiring_event_is_stored_without_rows(tmp_path):
+    eng = _sqlite(tmp_path)
+    card = {"id": "card_1", "object": "card", "customer": "cus_1", "exp_month": 12, "exp_year": 2025,
+            "brand": "Visa", "last4": "4242"}
+    (res,) = ingest_events(eng, [k.event("customer.source.expiring", card, k.T0)])
+    assert res.status == "stored" and res.objects == ["source card_1: inserted"]
+    rows = build_rows(eng)
+    assert rows.invoices == [] and rows.transactions == []
+
+
+def test_event_with_a_card_number_is_masked_and_not_applied(tmp_path):
+    eng = _sqlite(tmp_path)
+    inv = k.invoice()
+    inv["metadata"] = {"note": "card 4242 4242 4242 4242"}
+    from_file = k.event("invoice.finalized", inv, k.T0, eid="evt_file")
+    from_receiver = k.event("invoice.finalized", inv, k.T0, eid="evt_recv")
+    with eng.begin() as c:
+        c.execute(webhook_inbox.insert().values(**inbox_row("stripe", "evt_recv", "invoice.finalized", "{}",
+                                                            json.dumps(from_receiver).encode())))
+    (a,) = ingest_events(eng, [from_file])
+    (b,) = process_inbox(eng)
+    assert a.status == b.status == "rejected" and "card-number-like" in a.reason
+    with eng.connect() as c:
+        bodies = c.execute(sa.select(webhook_inbox.c.body, webhook_inbox.c.status)).all()
+    assert all("4242 4242 4242 4242" not in body and "************4242" in body for body, _ in bodies)
+    assert {status for _, status in bodies} == {"failed"}
+    assert build_rows(eng).invoices == []
+
+
+def test_incremental_build_emits_the_rows_a_change_touches_and_only_those(tmp_path):
+    from recovery_pipeline.opsstore.store import utcnow
+
+    eng = _sqlite(tmp_path)
+    ingest_events(eng, [
+        k.event("customer.created", k.customer(), k.T0 - 86400),
+        k.event("customer.subscription.created", k.subscription(), k.T0 - 86400),
+        k.event("customer.subscription.created", k.subscription("sub_2", "cus_2", status="past_due"), k.T0 - 86400),
+        k.event("invoice.payment_failed", k.invoice(attempt_count=1), k.T0 + 10),
+        k.event("charge.failed", k.charge("ch_1", created=k.T0 + 5), k.T0 + 6),
+        k.event("invoice.payment_failed", k.invoice("in_2", sid="sub_2", cid="cus_2", attempt_count=1), k.T0 + 20),
+        k.event("invoice.paid", k.invoice("in_3", status="paid", attempt_count=1), k.T0 + 30),
+    ])
+    since = utcnow()
+    ingest_events(eng, [  # a retry pays in_1; sub_2's dunning ends
+        k.event("charge.succeeded", k.charge("ch_2", status="succeeded", created=k.T0 + 900), k.T0 + 901),
+        k.event("invoice.paid", k.invoice(status="paid", attempt_count=2), k.T0 + 902),
+        k.event("customer.subscription.updated", k.subscription(
+            "sub_2", "cus_2", status="past_due", metadata={"butter_dunning_complete": str(k.T0 + 999)}), k.T0 + 999),
+    ])
+    inc, full = build_rows(eng, since=since), build_rows(eng)
+    assert {r["invoice_id"] for r in inc.invoices} == {"in_1", "in_2"}  # not the untouched in_3
+    assert {r["subscription_id"] for r in inc.subscriptions} == {"sub_2"}
+    assert {r["transaction_id"] for r in inc.transactions} == {"ch_1", "ch_2", "in_2_attempt_1"}
+    for entity, key in (("customers", "customer_id"), ("subscriptions", "subscription_id"),
+                        ("invoices", "invoice_id"), ("transactions", "transaction_id")):
+        whole = _by_id(full.entity(entity), key)
+        for row in inc.entity(entity):  # every re-emitted row is exactly the full build's row
+            assert row == whole[row[key]], (entity, row[key])
+    assert _by_id(inc.invoices, "invoice_id")["in_2"]["dunning_complete_at"].timestamp() == k.T0 + 999

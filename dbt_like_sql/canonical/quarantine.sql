@@ -47,18 +47,6 @@ tx as (
     select * from tx_versions where version_rank = 1
 ),
 
-known_subscriptions as (
-    select distinct subscription_id from billing_raw.subscriptions
-),
-
-known_customers as (
-    select distinct customer_id from billing_raw.customers
-),
-
-known_invoices as (
-    select distinct invoice_id from billing_raw.invoices
-),
-
 subscription_states as (
     select status from reference.entity_states where entity = 'subscriptions'
 ),
@@ -71,122 +59,173 @@ transaction_states as (
     select status from reference.entity_states where entity = 'transactions'
 ),
 
-subs_checked as (
+subs_flags as (
     select
         s.*,
-        cur.code as iso_code,
-        st.status as known_status,
-        json_object(
-            'subscription_id', s.subscription_id, 'customer_id', s.customer_id,
-            'plan_id', s.plan_id, 'status', s.status, 'amount_minor', s.amount_minor,
-            'currency', s.currency, 'billing_period', s.billing_period,
-            'billing_period_unit', s.billing_period_unit, 'business_entity', s.business_entity,
-            'activated_at', s.activated_at, 'canceled_at', s.canceled_at,
-            'expires_at', s.expires_at, 'dunning_complete_at', s.dunning_complete_at,
-            'created_at', s.created_at, 'updated_at', s.updated_at, '_source', s._source
-        ) as row_json
+        (s.currency is null or trim(s.currency) = '') as is_missing_currency,
+        (trim(s.currency) <> '' and cur.code is null) as is_unknown_currency,
+        (s.amount_minor < 0) as is_negative_amount,
+        (st.status is null) as is_unknown_state,
+        (s.created_at > $as_of or s.updated_at > $as_of) as is_future,
+        (s._card_like_columns is not null) as is_card_like,
+        (s._invalid_columns is not null or s.created_at is null or s.updated_at is null) as is_invalid
     from subs as s
     left join reference.currencies as cur on cur.code = upper(s.currency)
     left join subscription_states as st on st.status = s.status
 ),
 
-inv_checked as (
+-- only the (few) rejected rows get a row_json
+subs_checked as materialized (
+    select
+        f.*,
+        json_object(
+            'subscription_id', f.subscription_id, 'customer_id', f.customer_id,
+            'plan_id', f.plan_id, 'status', f.status, 'amount_minor', f.amount_minor,
+            'currency', f.currency, 'billing_period', f.billing_period,
+            'billing_period_unit', f.billing_period_unit, 'business_entity', f.business_entity,
+            'activated_at', f.activated_at, 'canceled_at', f.canceled_at,
+            'expires_at', f.expires_at, 'dunning_complete_at', f.dunning_complete_at,
+            'created_at', f.created_at, 'updated_at', f.updated_at, '_source', f._source
+        ) as row_json
+    from subs_flags as f
+    where
+        f.is_missing_currency or f.is_unknown_currency or f.is_negative_amount
+        or f.is_unknown_state or f.is_future or f.is_card_like or f.is_invalid
+),
+
+inv_flags as (
     select
         i.*,
-        cur.code as iso_code,
-        st.status as known_status,
+        (i.currency is null or trim(i.currency) = '') as is_missing_currency,
+        (trim(i.currency) <> '' and cur.code is null) as is_unknown_currency,
+        (i.amount_minor < 0) as is_negative_amount,
+        (st.status is null) as is_unknown_state,
         case
-            when i.subscription_id is not null and ks.subscription_id is null
+            when
+                i.subscription_id is not null
+                and not exists (
+                    select 1 from billing_raw.subscriptions as ks
+                    where ks.subscription_id = i.subscription_id
+                )
                 then 'subscription ' || i.subscription_id || ' not found'
-            when kc.customer_id is null then 'customer ' || coalesce(i.customer_id, '(null)') || ' not found'
+            when not exists (
+                select 1 from billing_raw.customers as kc where kc.customer_id = i.customer_id
+            )
+                then 'customer ' || coalesce(i.customer_id, '(null)') || ' not found'
         end as orphan_detail,
-        json_object(
-            'invoice_id', i.invoice_id, 'customer_id', i.customer_id,
-            'subscription_id', i.subscription_id, 'status', i.status,
-            'amount_minor', i.amount_minor, 'currency', i.currency,
-            'business_entity', i.business_entity, 'attempt_count', i.attempt_count,
-            'due_at', i.due_at, 'paid_at', i.paid_at, 'collection_paused', i.collection_paused,
-            'dunning_complete_at', i.dunning_complete_at, 'handed_off_at', i.handed_off_at,
-            'payment_method_update_requested_at', i.payment_method_update_requested_at,
-            'created_at', i.created_at, 'updated_at', i.updated_at, '_source', i._source
-        ) as row_json
+        (i.created_at > $as_of or i.updated_at > $as_of or i.paid_at > $as_of) as is_future,
+        (i._card_like_columns is not null) as is_card_like,
+        (i._invalid_columns is not null or i.created_at is null or i.updated_at is null) as is_invalid
     from inv as i
     left join reference.currencies as cur on cur.code = upper(i.currency)
     left join invoice_states as st on st.status = i.status
-    left join known_subscriptions as ks on ks.subscription_id = i.subscription_id
-    left join known_customers as kc on kc.customer_id = i.customer_id
 ),
 
-tx_checked as (
+inv_checked as materialized (
+    select
+        f.*,
+        json_object(
+            'invoice_id', f.invoice_id, 'customer_id', f.customer_id,
+            'subscription_id', f.subscription_id, 'status', f.status,
+            'amount_minor', f.amount_minor, 'currency', f.currency,
+            'business_entity', f.business_entity, 'attempt_count', f.attempt_count,
+            'due_at', f.due_at, 'paid_at', f.paid_at, 'collection_paused', f.collection_paused,
+            'dunning_complete_at', f.dunning_complete_at, 'handed_off_at', f.handed_off_at,
+            'payment_method_update_requested_at', f.payment_method_update_requested_at,
+            'created_at', f.created_at, 'updated_at', f.updated_at, '_source', f._source
+        ) as row_json
+    from inv_flags as f
+    where
+        f.is_missing_currency or f.is_unknown_currency or f.is_negative_amount
+        or f.is_unknown_state or f.orphan_detail is not null or f.is_future or f.is_card_like
+        or f.is_invalid
+),
+
+tx_flags as (
     select
         t.*,
-        cur.code as iso_code,
-        st.status as known_status,
-        ki.invoice_id as known_invoice_id,
-        json_object(
-            'transaction_id', t.transaction_id, 'invoice_id', t.invoice_id,
-            'customer_id', t.customer_id, 'subscription_id', t.subscription_id,
-            'status', t.status, 'amount_minor', t.amount_minor, 'currency', t.currency,
-            'attempt_number', t.attempt_number, 'gateway', t.gateway,
-            'gateway_transaction_id', t.gateway_transaction_id,
-            'gateway_status', t.gateway_status, 'decline_code', t.decline_code,
-            'decline_message', t.decline_message, 'payment_method_type', t.payment_method_type,
-            'payment_method_token', t.payment_method_token, 'card_brand', t.card_brand,
-            'card_bin', t.card_bin, 'card_fingerprint', t.card_fingerprint,
-            'card_country', t.card_country, 'created_at', t.created_at,
-            'updated_at', t.updated_at, '_source', t._source
-        ) as row_json
+        (t.currency is null or trim(t.currency) = '') as is_missing_currency,
+        (trim(t.currency) <> '' and cur.code is null) as is_unknown_currency,
+        (t.amount_minor < 0) as is_negative_amount,
+        (st.status is null) as is_unknown_state,
+        not exists (
+            select 1 from billing_raw.invoices as ki where ki.invoice_id = t.invoice_id
+        ) as is_orphan,
+        (t.created_at > $as_of or t.updated_at > $as_of) as is_future,
+        (t._card_like_columns is not null) as is_card_like,
+        (t._invalid_columns is not null or t.created_at is null or t.updated_at is null) as is_invalid
     from tx as t
     left join reference.currencies as cur on cur.code = upper(t.currency)
     left join transaction_states as st on st.status = t.status
-    left join known_invoices as ki on ki.invoice_id = t.invoice_id
+),
+
+tx_checked as materialized (
+    select
+        f.*,
+        json_object(
+            'transaction_id', f.transaction_id, 'invoice_id', f.invoice_id,
+            'customer_id', f.customer_id, 'subscription_id', f.subscription_id,
+            'status', f.status, 'amount_minor', f.amount_minor, 'currency', f.currency,
+            'attempt_number', f.attempt_number, 'gateway', f.gateway,
+            'gateway_transaction_id', f.gateway_transaction_id,
+            'gateway_status', f.gateway_status, 'decline_code', f.decline_code,
+            'decline_message', f.decline_message, 'payment_method_type', f.payment_method_type,
+            'payment_method_token', f.payment_method_token, 'card_brand', f.card_brand,
+            'card_bin', f.card_bin, 'card_fingerprint', f.card_fingerprint,
+            'card_country', f.card_country, 'created_at', f.created_at,
+            'updated_at', f.updated_at, '_source', f._source
+        ) as row_json
+    from tx_flags as f
+    where
+        f.is_missing_currency or f.is_unknown_currency or f.is_negative_amount
+        or f.is_unknown_state or f.is_orphan or f.is_future or f.is_card_like or f.is_invalid
 ),
 
 rejections as (
     -- subscriptions
     select 'subscriptions' as entity, subscription_id as record_id, _month as month,
         'missing_currency' as reason, 'currency is empty' as detail, row_json, _loaded_at
-    from subs_checked where currency is null or trim(currency) = ''
+    from subs_checked where is_missing_currency
     union all
     select 'subscriptions', subscription_id, _month, 'unknown_currency',
         'currency ' || currency || ' is not ISO-4217', row_json, _loaded_at
-    from subs_checked where trim(currency) <> '' and iso_code is null
+    from subs_checked where is_unknown_currency
     union all
     select 'subscriptions', subscription_id, _month, 'negative_amount',
         'amount_minor ' || cast(amount_minor as varchar) || ' < 0', row_json, _loaded_at
-    from subs_checked where amount_minor < 0
+    from subs_checked where is_negative_amount
     union all
     select 'subscriptions', subscription_id, _month, 'unknown_state',
         'status ' || coalesce(status, '(null)') || ' is not a subscription state', row_json, _loaded_at
-    from subs_checked where known_status is null
+    from subs_checked where is_unknown_state
     union all
     select 'subscriptions', subscription_id, _month, 'future_timestamp',
         'created_at ' || cast(created_at as varchar) || ', updated_at ' || cast(updated_at as varchar) || ' (in the future)', row_json, _loaded_at
-    from subs_checked where created_at > $as_of or updated_at > $as_of
+    from subs_checked where is_future
     union all
     select 'subscriptions', subscription_id, _month, 'card_number_like',
         'card number masked in ' || _card_like_columns, row_json, _loaded_at
-    from subs_checked where _card_like_columns is not null
+    from subs_checked where is_card_like
     union all
     select 'subscriptions', subscription_id, _month, 'invalid_value',
         'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
-    from subs_checked where _invalid_columns is not null or created_at is null or updated_at is null
+    from subs_checked where is_invalid
     -- invoices
     union all
     select 'invoices', invoice_id, _month, 'missing_currency', 'currency is empty', row_json, _loaded_at
-    from inv_checked where currency is null or trim(currency) = ''
+    from inv_checked where is_missing_currency
     union all
     select 'invoices', invoice_id, _month, 'unknown_currency',
         'currency ' || currency || ' is not ISO-4217', row_json, _loaded_at
-    from inv_checked where trim(currency) <> '' and iso_code is null
+    from inv_checked where is_unknown_currency
     union all
     select 'invoices', invoice_id, _month, 'negative_amount',
         'amount_minor ' || cast(amount_minor as varchar) || ' < 0', row_json, _loaded_at
-    from inv_checked where amount_minor < 0
+    from inv_checked where is_negative_amount
     union all
     select 'invoices', invoice_id, _month, 'unknown_state',
         'status ' || coalesce(status, '(null)') || ' is not an invoice state', row_json, _loaded_at
-    from inv_checked where known_status is null
+    from inv_checked where is_unknown_state
     union all
     select 'invoices', invoice_id, _month, 'orphan_invoice', orphan_detail, row_json, _loaded_at
     from inv_checked where orphan_detail is not null
@@ -194,47 +233,47 @@ rejections as (
     select 'invoices', invoice_id, _month, 'future_timestamp',
         'created_at/updated_at/paid_at in the future',
         row_json, _loaded_at
-    from inv_checked where created_at > $as_of or updated_at > $as_of or paid_at > $as_of
+    from inv_checked where is_future
     union all
     select 'invoices', invoice_id, _month, 'card_number_like',
         'card number masked in ' || _card_like_columns, row_json, _loaded_at
-    from inv_checked where _card_like_columns is not null
+    from inv_checked where is_card_like
     union all
     select 'invoices', invoice_id, _month, 'invalid_value',
         'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
-    from inv_checked where _invalid_columns is not null or created_at is null or updated_at is null
+    from inv_checked where is_invalid
     -- transactions
     union all
     select 'transactions', transaction_id, _month, 'missing_currency', 'currency is empty', row_json, _loaded_at
-    from tx_checked where currency is null or trim(currency) = ''
+    from tx_checked where is_missing_currency
     union all
     select 'transactions', transaction_id, _month, 'unknown_currency',
         'currency ' || currency || ' is not ISO-4217', row_json, _loaded_at
-    from tx_checked where trim(currency) <> '' and iso_code is null
+    from tx_checked where is_unknown_currency
     union all
     select 'transactions', transaction_id, _month, 'negative_amount',
         'amount_minor ' || cast(amount_minor as varchar) || ' < 0', row_json, _loaded_at
-    from tx_checked where amount_minor < 0
+    from tx_checked where is_negative_amount
     union all
     select 'transactions', transaction_id, _month, 'unknown_state',
         'status ' || coalesce(status, '(null)') || ' is not a transaction state', row_json, _loaded_at
-    from tx_checked where known_status is null
+    from tx_checked where is_unknown_state
     union all
     select 'transactions', transaction_id, _month, 'orphan_transaction',
         'invoice ' || coalesce(invoice_id, '(null)') || ' not found', row_json, _loaded_at
-    from tx_checked where known_invoice_id is null
+    from tx_checked where is_orphan
     union all
     select 'transactions', transaction_id, _month, 'future_timestamp',
         'created_at ' || cast(created_at as varchar) || ', updated_at ' || cast(updated_at as varchar) || ' (in the future)', row_json, _loaded_at
-    from tx_checked where created_at > $as_of or updated_at > $as_of
+    from tx_checked where is_future
     union all
     select 'transactions', transaction_id, _month, 'card_number_like',
         'card number masked in ' || _card_like_columns, row_json, _loaded_at
-    from tx_checked where _card_like_columns is not null
+    from tx_checked where is_card_like
     union all
     select 'transactions', transaction_id, _month, 'invalid_value',
         'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
-    from tx_checked where _invalid_columns is not null or created_at is null or updated_at is null
+    from tx_checked where is_invalid
 )
 
 select

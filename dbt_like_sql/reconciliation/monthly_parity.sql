@@ -4,57 +4,55 @@
 -- failed_transactions (initial failures and failed retries), invoice_outcomes (by outcome).
 -- provider_value is null when the provider does not report that measure at all (e.g. the push
 -- ledger stand-in only knows record counts); a key the provider lacks counts as 0.
-with invoice_counts as (
-    select
-        case when grouping(month) = 1 then 'total' else month end as month,
-        case
-            when grouping(currency) = 0 then 'currency'
-            when grouping(customer_country) = 0 then 'country'
-            else 'total'
-        end as dimension,
-        case
-            when grouping(currency) = 0 then coalesce(currency, '')
-            when grouping(customer_country) = 0 then coalesce(customer_country, '')
-            else ''
-        end as key,
-        count(*) as value
+with invoice_cells as materialized (
+    -- one scan of the invoices: counts per month, currency and country (a small table)
+    select month, currency, customer_country as country, count(*) as value
     from canonical.invoices
-    group by grouping sets (
-        (month), (month, currency), (month, customer_country), (), (currency), (customer_country)
-    )
+    group by month, currency, customer_country
 ),
 
-transaction_counts as (
-    select
-        case when grouping(month) = 1 then 'total' else month end as month,
-        count(*) as attempts,
-        count(*) filter (where status = 'failed') as failed
+transaction_months as materialized (
+    select month, count(*) as attempts, count(*) filter (where status = 'failed') as failed
     from canonical.transactions
-    group by rollup (month)
+    group by month
 ),
 
-outcome_counts as (
-    select
-        case when grouping(month) = 1 then 'total' else month end as month,
-        outcome as key,
-        count(*) as value
+outcome_months as (
+    select month, outcome as key, count(*) as value
     from canonical.invoice_outcomes
-    group by grouping sets ((month, outcome), (outcome))
+    group by month, outcome
+),
+
+billing_by_month as materialized (
+    select month, 'invoices' as measure, 'total' as dimension, '' as key, sum(value) as value
+    from invoice_cells group by month
+    union all
+    select month, 'invoices' as measure, 'currency' as dimension, coalesce(currency, '') as key,
+        sum(value) as value
+    from invoice_cells group by month, coalesce(currency, '')
+    union all
+    select month, 'invoices' as measure, 'country' as dimension, coalesce(country, '') as key,
+        sum(value) as value
+    from invoice_cells group by month, coalesce(country, '')
+    union all
+    select month, 'transactions' as measure, 'total' as dimension, '' as key, attempts as value
+    from transaction_months
+    union all
+    select month, 'failed_transactions' as measure, 'total' as dimension, '' as key, failed as value
+    from transaction_months
+    union all
+    select month, 'invoice_outcomes' as measure, 'outcome' as dimension, key, value from outcome_months
 ),
 
 billing as (
-    select month, 'invoices' as measure, dimension, key, value from invoice_counts
+    select month, measure, dimension, key, value from billing_by_month
     union all
-    select month, 'transactions' as measure, 'total' as dimension, '' as key, attempts as value
-    from transaction_counts
-    union all
-    select month, 'failed_transactions' as measure, 'total' as dimension, '' as key, failed as value
-    from transaction_counts
-    union all
-    select month, 'invoice_outcomes' as measure, 'outcome' as dimension, key, value from outcome_counts
+    select 'total' as month, measure, dimension, key, sum(value) as value
+    from billing_by_month
+    group by measure, dimension, key
 ),
 
-provider_by_month as (
+provider_by_month as materialized (
     select month, measure, dimension, coalesce(key, '') as key, sum(value) as value
     from provider.counts
     where month <> 'total'

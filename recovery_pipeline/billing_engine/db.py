@@ -115,9 +115,13 @@ def set_meta(engine: sa.Engine, key: str, value: str) -> None:
 
 
 def get_meta(engine: sa.Engine, key: str) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(billing_meta.c.value).where(billing_meta.c.key == key)).scalar_one_or_none()
+    """A value from ``billing_meta``; None when unset or when the table does not exist yet."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(billing_meta.c.value).where(billing_meta.c.key == key)).scalar_one_or_none()
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+        return None
 
 
 # --- bulk writes -------------------------------------------------------------------------------
@@ -165,6 +169,7 @@ def bulk_insert(engine: sa.Engine, table_name: str, batch: pa.Table) -> int:
         else:
             cols = ", ".join(f'"{c}"' for c in batch.column_names)
             marks = ", ".join("?" for _ in batch.column_names)
-            conn.exec_driver_sql(
-                f'INSERT INTO "{table_name}" ({cols}) VALUES ({marks})', _sqlite_rows(batch))
+            sql = f'INSERT INTO "{table_name}" ({cols}) VALUES ({marks})'
+            for offset in range(0, batch.num_rows, 20_000):  # bounded Python tuples in memory
+                conn.exec_driver_sql(sql, _sqlite_rows(batch.slice(offset, 20_000)))
     return batch.num_rows

@@ -295,17 +295,17 @@ class BillingEngine:
         """Retry open, failed invoices that are not handed off and not paused; end dunning after
         ``max_attempts``. Idempotent per (invoice, attempt). Returns one entry per invoice acted on."""
         now = bdb.as_utc(now or self.clock())
-        last_at = (sa.select(TXN.c.invoice_id, sa.func.max(TXN.c.created_at).label("last_at"))
-                   .group_by(TXN.c.invoice_id).subquery())
-        q = (sa.select(INV.c.invoice_id, INV.c.attempt_count, last_at.c.last_at)
-             .join(last_at, last_at.c.invoice_id == INV.c.invoice_id)
+        # last attempt per candidate through the transactions.invoice_id index
+        last_at = (sa.select(sa.func.max(TXN.c.created_at))
+                   .where(TXN.c.invoice_id == INV.c.invoice_id).scalar_subquery())
+        q = (sa.select(INV.c.invoice_id, INV.c.attempt_count, last_at.label("last_at"))
              .where(INV.c.status == "open", INV.c.handed_off_at.is_(None),
                     INV.c.collection_paused.is_(False), INV.c.dunning_complete_at.is_(None),
-                    INV.c.attempt_count >= 1)
+                    INV.c.attempt_count >= 1, last_at <= now - min_interval)
              .order_by(INV.c.invoice_id).limit(limit))
         with self.engine.connect() as conn:
             due = [r for r in conn.execute(q).all()
-                   if bdb.as_utc(r.last_at) <= now - min_interval]
+                   if r.last_at is not None and bdb.as_utc(r.last_at) <= now - min_interval]
         out = []
         for r in due:
             if r.attempt_count >= max_attempts:

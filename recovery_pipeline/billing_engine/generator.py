@@ -267,6 +267,8 @@ class HistoryGenerator:
     def __init__(self, config: GenerateConfig):
         if config.months < 1 or config.invoices_per_month < 1:
             raise ValueError("months and invoices_per_month must be >= 1")
+        if config.invoices_per_month >= 1 << 31:
+            raise ValueError("invoices_per_month must be < 2**31 (it is part of the record keys)")
         if config.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         if not 0.0 <= config.bad_row_fraction < 0.5:
@@ -645,7 +647,7 @@ class HistoryGenerator:
     def _bad_rows(self, k: int, s: GenerationSummary) -> dict[str, pa.Table]:
         """Extra rows for month ``k``, one kind per quarantine reason (spread over the months)."""
         total_inv = self.n * len(self.m.labels)
-        per_reason = max(1, round(self.cfg.bad_row_fraction * total_inv / len(BAD_ROW_REASONS)))
+        per_reason = min(1 << 24, max(1, round(self.cfg.bad_row_fraction * total_inv / len(BAD_ROW_REASONS))))
         label = self.m.labels[k]
         mabs = self.m.abs[k]
         ms, me = int(self.m.us[k]), int(self.m.us[k + 1])
@@ -662,7 +664,7 @@ class HistoryGenerator:
             for j in range(per_reason):
                 if j % len(self.m.labels) != k:
                     continue
-                bkey = np.array([(mabs << 32) | (0xFFFF0000 + ri * 4096 + j)], dtype=np.uint64)
+                bkey = np.array([(mabs << 32) | 0x80000000 | (ri << 24) | j], dtype=np.uint64)
                 u = float(r.uniform("bad-t", bkey)[0])
                 created = ms + int(u * (me - ms - DAY))
                 ts = datetime.fromtimestamp(created / SECOND, UTC)

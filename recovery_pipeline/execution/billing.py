@@ -45,6 +45,14 @@ class _Transient(Exception):
 
 @runtime_checkable
 class BillingSystem(Protocol):
+    """What the executor needs from a billing system.
+
+    Contract: a repeated ``idempotency_key`` returns the first result without acting again; an
+    action the invoice's state does not allow (e.g. retrying a paid invoice) is refused with
+    ``BillingStateConflict`` (HTTP 409), a reused key with other parameters with
+    ``BillingConflict``, an unknown invoice with ``BillingNotFound`` (``get_invoice`` -> None).
+    """
+
     def get_invoice(self, invoice_id: str) -> dict[str, Any] | None:
         """The invoice row (with ``transactions``; ``customer`` / ``subscription`` when known), or None."""
 

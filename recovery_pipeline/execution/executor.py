@@ -1,7 +1,8 @@
 """Execute pending recovery decisions in the billing system, leaving an audit trail.
 
-Work comes from two ops-store tables: ``webhook_inbox`` (verified provider webhooks; Stripe rows are
-billing data and are left to the Stripe connector) and ``recovery_actions`` (polled). Each pending
+Work comes from ops-store tables: ``webhook_inbox`` (verified provider webhooks; Stripe rows are
+billing data and are left to the Stripe connector), ``recovery_actions`` (polled) and ``handoffs``
+whose provider response carried a ``cardUpdateUrl`` (forwarded once). Each pending
 row is parsed into an ``Instruction`` and, in order (financial first: mark paid, retry; then state
 updates; oldest first), goes through:
 
@@ -157,10 +158,38 @@ def load_pending_work(engine: sa.Engine, policy: ExecutionPolicy, *, limit: int 
         ):
             items.append(WorkItem("poll", r.action_id, r.provider, r.action_id, "recovery_action",
                                   r.body, r.attempts or 0, ins.parse_time(r.polled_at)))
-    items = [_parse(i, policy) for i in items]
+        items.extend(_handoff_links(conn, limit))
+    items = [i if i.table == "handoff" else _parse(i, policy) for i in items]
     _attach_backoff(engine, items, policy)
     items.sort(key=lambda i: i.sort_key)
     return items
+
+
+def _handoff_links(conn: sa.Connection, limit: int) -> list[WorkItem]:
+    """Hand-offs whose provider response carried a ``cardUpdateUrl`` (customer-present fixable
+    decline) and whose link was not forwarded yet: the audit row is the marker."""
+    ea, h = executed_actions, handoffs
+    source_id = sa.literal("handoff:") + h.c.idempotency_key
+    q = (sa.select(h, ea.c.attempts.label("audit_attempts"))
+         .select_from(h.outerjoin(ea, sa.and_(ea.c.provider == h.c.provider,
+                                              ea.c.source_event_id == source_id)))
+         .where(h.c.card_update_url.is_not(None), h.c.card_update_url != "",
+                sa.or_(ea.c.id.is_(None), ea.c.result.in_(("failed", "running"))))
+         .order_by(h.c.updated_at).limit(limit))
+    out = []
+    for r in conn.execute(q):
+        received = ins.parse_time(r.updated_at)
+        item = WorkItem("handoff", r.idempotency_key, r.provider, f"handoff:{r.idempotency_key}",
+                        "handoff.card_update_url", json.dumps({"cardUpdateUrl": r.card_update_url,
+                                                               "invoiceId": r.invoice_id}),
+                        r.audit_attempts or 0, received)
+        item.instruction = Instruction(
+            provider=r.provider, source="handoff", source_event_id=f"handoff:{r.idempotency_key}",
+            kind=ins.FORWARD_CARD_UPDATE_LINK, invoice_id=r.invoice_id,
+            transaction_id=r.provider_transaction_id, card_update_url=r.card_update_url,
+            raw_type="handoff.cardUpdateUrl", received_at=received)
+        out.append(item)
+    return out
 
 
 def _attach_backoff(engine: sa.Engine, items: list[WorkItem], policy: ExecutionPolicy) -> None:
@@ -409,6 +438,8 @@ def _release(engine: sa.Engine, claimed: list[tuple[WorkItem, tuple | None]]) ->
 
 
 def _set_source(conn: sa.Connection, item: WorkItem, status: str, **values: Any) -> None:
+    if item.table == "handoff":  # no status of its own: the audit row is the marker
+        return
     if item.table == "inbox":
         conn.execute(webhook_inbox.update().where(webhook_inbox.c.id == item.key)
                      .values(status=status, **values))
@@ -487,7 +518,7 @@ def _decide_and_act(engine: sa.Engine, billing: BillingSystem, policy: Execution
         return review(f"{inst.kind} for an already-paid invoice")
     elif status != "open":
         return review(f"{inst.kind} for a {status} invoice (not open)")
-    if inst.kind == ins.RETRY_NOW and not retaken:
+    if inst.kind == ins.RETRY_NOW:
         code = last_decline_code(before)
         if code and code in policy.hard_decline_codes:
             return review(f"retry asked on a hard decline ({code})")
@@ -597,7 +628,7 @@ def _dead_letter_write(item: WorkItem, error: str, report: ExecutionReport, now:
 
 
 def _write_dead_letter(conn: sa.Connection, item: WorkItem, error: str, now: datetime) -> None:
-    ref = item.event_id if item.table == "inbox" else f"poll:{item.event_id}"
+    ref = {"inbox": item.event_id, "poll": f"poll:{item.event_id}"}.get(item.table, item.event_id)
     payload_ref = store_payload(conn, item.body)
     conn.execute(insert_or_ignore(dead_letters, conn).values(
         kind="event", provider=item.provider, entity=(item.event_type or "event")[:32], ref=ref,

@@ -76,6 +76,9 @@ def mask_card_numbers_in_table(table: pa.Table, columns: tuple[str, ...] | list[
         col = table.column(name)
         if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
             continue
+        longest = pc.max(pc.utf8_length(col)).as_py()
+        if not longest or longest < 13:  # too short to hold a card number (e.g. card_bin)
+            continue
         hit = pc.fill_null(pc.match_substring_regex(col, CANDIDATE_PATTERN), False)
         if not pc.any(hit).as_py():
             continue

@@ -103,8 +103,40 @@ def conform(con: duckdb.DuckDBPyConnection, entity: str, relation: str, *, sourc
     return mask_card_numbers_in_table(table, CARD_SCAN_COLUMNS.get(entity, ()))
 
 
+def contract_arrow_schema(entity: str) -> pa.Schema:
+    types = {"VARCHAR": pa.string(), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+             "BIGINT": pa.int64(), "INTEGER": pa.int32(), "BOOLEAN": pa.bool_()}
+    return pa.schema([(n, types[t]) for n, t in contract_columns(entity)])
+
+
+def conform_fast(entity: str, table: pa.Table, *, source: str, month: str,
+                 loaded_at: datetime) -> pa.Table | None:
+    """The volume path: a table already in the contract's types (a Parquet export written to the
+    contract) only gets its lineage columns, no cast pass. None when it is not in contract types."""
+    target = contract_arrow_schema(entity)
+    if table.schema.names != target.names:
+        return None
+    for have, want in zip(table.schema, target, strict=True):
+        if have.type != want.type and not (
+                pa.types.is_timestamp(have.type) and pa.types.is_timestamp(want.type)
+                and have.type.tz in ("UTC", "+00:00", "Etc/UTC")):
+            return None
+    table = table.cast(target)
+    n = table.num_rows
+    nulls = pa.nulls(n, pa.string())
+    table = table.append_column("_source", pa.repeat(pa.scalar(source, pa.string()), n))
+    table = table.append_column("_month", pa.repeat(pa.scalar(month, pa.string()), n))
+    table = table.append_column("_loaded_at", pa.repeat(
+        pa.scalar(loaded_at, pa.timestamp("us", tz="UTC")), n))
+    table = table.append_column("_invalid_columns", nulls)
+    return mask_card_numbers_in_table(table, CARD_SCAN_COLUMNS.get(entity, ()))
+
+
 def conform_arrow(entity: str, table: pa.Table, *, source: str, month: str,
                   loaded_at: datetime) -> pa.Table:
+    fast = conform_fast(entity, table, source=source, month=month, loaded_at=loaded_at)
+    if fast is not None:
+        return fast
     con = new_duckdb()
     try:
         con.register("incoming", table)

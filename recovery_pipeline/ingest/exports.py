@@ -21,7 +21,7 @@ from pathlib import Path
 
 import dlt
 
-from recovery_pipeline.ingest.contract import conform, new_duckdb
+from recovery_pipeline.ingest.contract import conform, conform_fast, new_duckdb
 
 FORMAT_PREFERENCE = ("parquet", "jsonl", "csv")
 RAW_ENTITIES = ("customers", "subscriptions", "invoices", "transactions")
@@ -75,6 +75,13 @@ def pending_files(files: list[ExportFile], loaded: dict[str, list[int]]) -> list
 
 def read_export_file(f: ExportFile, loaded_at: datetime):
     """One export file as a conformed Arrow table (DuckDB reads it; no Python rows)."""
+    if f.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(f.path)
+        fast = conform_fast(f.entity, table, source=f.rel, month=f.month, loaded_at=loaded_at)
+        if fast is not None:
+            return fast
     con = new_duckdb()
     try:
         path = str(f.path)

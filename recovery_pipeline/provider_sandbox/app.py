@@ -104,6 +104,8 @@ class Faults:
     fraction_drop: float = 0.0
     burst_429: int = 0
     retry_after: int = 0  # Retry-After seconds on injected 429s
+    webhook_duplicate_fraction: float = 0.0  # delivered webhooks sent a second time
+    webhook_shuffle: bool = False  # each delivery pass goes out of order
     timeout_seconds: float | None = None
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -215,6 +217,10 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             return json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
+
+    def webhook_faults() -> dict[str, Any]:
+        return {"rng": faults.rng, "duplicate_fraction": faults.webhook_duplicate_fraction,
+                "shuffle": faults.webhook_shuffle}
 
     # --- recommendations and webhook events ------------------------------------------------------
     def enqueue(provider: str, event_id: str, type_: str, body: dict[str, Any]) -> None:
@@ -617,6 +623,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                         "executions": store.query("select count(*) from executions")[0][0]},
             "recovery_actions": store.query("select count(*) from actions")[0][0],
             "webhooks": outbox, "webhook_attempts": s.get("webhook_attempts", 0),
+            "webhook_duplicates_sent": s.get("webhook_duplicates_sent", 0),
             "max_items_in_request": s.get("max_items", 0),
         })
 
@@ -634,9 +641,15 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         faults.timeout_seconds = body.get("timeout_seconds")
         faults.seed = body.get("seed")
         faults.rng = random.Random(faults.seed)
+        dup = body.get("webhook_duplicate_fraction", 0.0)
+        if not isinstance(dup, (int, float)) or not 0 <= dup <= 1:
+            return JSONResponse({"error": "webhook_duplicate_fraction must be within [0, 1]"},
+                                status_code=400)
+        faults.webhook_duplicate_fraction = float(dup)
+        faults.webhook_shuffle = bool(body.get("webhook_shuffle", False))
         return JSONResponse({k: getattr(faults, k) for k in (
             "fraction_5xx", "fraction_timeouts", "fraction_drop", "burst_429", "retry_after",
-            "timeout_seconds", "seed")})
+            "timeout_seconds", "seed", "webhook_duplicate_fraction", "webhook_shuffle")})
 
     async def delete_record(request: Request) -> Response:
         entity, rec_id = request.path_params["entity"], request.path_params["record_id"]
@@ -656,7 +669,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                                      json.loads(r["body"]), r["card_update_url"])
         async with httpx.AsyncClient(timeout=10) as client:
             result = await delivery.deliver_due(store, client, cfg.webhook_url, secrets,
-                                                cfg.time_scale, force=True)
+                                                cfg.time_scale, force=True, **webhook_faults())
         return JSONResponse(result)
 
     async def add_event(request: Request) -> Response:
@@ -713,7 +726,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                 while not stop.is_set():
                     try:
                         await delivery.deliver_due(store, client, cfg.webhook_url, secrets,
-                                                   cfg.time_scale)
+                                                   cfg.time_scale, **webhook_faults())
                     except Exception:  # noqa: BLE001 - keep delivering; the outbox keeps the state
                         logging.getLogger(__name__).exception("webhook delivery pass failed")
                     tick = min(0.5, max(0.01, cfg.time_scale))

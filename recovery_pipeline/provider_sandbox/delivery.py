@@ -7,6 +7,7 @@ run a 24-hour schedule in milliseconds. After the last attempt the event is mark
 
 from __future__ import annotations
 
+import random
 import time
 from urllib.parse import urlsplit
 
@@ -50,15 +51,23 @@ def headers_for(provider: str, secrets: dict[str, str | None], body: bytes, even
 
 async def deliver_due(store: SandboxStore, client: httpx.AsyncClient, webhook_url: str | None,
                       secrets: dict[str, str | None], time_scale: float, *, force: bool = False,
-                      limit: int = 200) -> dict[str, int]:
-    """Attempt every pending event that is due (all pending ones with ``force``)."""
-    out = {"attempted": 0, "delivered": 0, "failed": 0, "gave_up": 0}
+                      limit: int = 200, rng: random.Random | None = None,
+                      duplicate_fraction: float = 0.0, shuffle: bool = False) -> dict[str, int]:
+    """Attempt every pending event that is due (all pending ones with ``force``).
+
+    Faults for receiver tests: ``shuffle`` delivers a pass out of order; ``duplicate_fraction`` of
+    the delivered events are sent a second time (same id, same body, freshly signed)."""
+    out = {"attempted": 0, "delivered": 0, "failed": 0, "gave_up": 0, "duplicates_sent": 0}
+    rng = rng or random.Random()
     if not webhook_url:
         return out
     now = time.time()
     rows = store.query(
         "select * from outbox where status = 'pending' and (? or next_attempt_at <= ?)"
         " order by next_attempt_at, id limit ?", (1 if force else 0, now, limit))
+    if shuffle:
+        rows = list(rows)
+        rng.shuffle(rows)
     for row in rows:
         body = row["body"].encode()
         out["attempted"] += 1
@@ -77,6 +86,15 @@ async def deliver_due(store: SandboxStore, client: httpx.AsyncClient, webhook_ur
             store.bump("webhooks_delivered")
             store.execute("update outbox set status = 'delivered', attempts = ?, last_status = ?,"
                           " delivered_at = ? where id = ?", (attempts, status, time.time(), row["id"]))
+            if duplicate_fraction and rng.random() < duplicate_fraction:
+                out["duplicates_sent"] += 1
+                store.bump("webhook_duplicates_sent")
+                try:
+                    await client.post(target_url(webhook_url, row["provider"]), content=body,
+                                      headers=headers_for(row["provider"], secrets, body,
+                                                          row["event_id"], row["type"]))
+                except httpx.HTTPError:
+                    pass  # the duplicate is a fault injection: its fate does not matter
             continue
         out["failed"] += 1
         delay = next_delay(row["provider"], attempts, time_scale)

@@ -171,7 +171,8 @@ def openapi_document() -> dict[str, Any]:
                 "application/json": {"schema": _obj({
                     "fraction_5xx": {"type": "number"}, "fraction_timeouts": {"type": "number"},
                     "fraction_drop": {"type": "number"}, "burst_429": I, "retry_after": I,
-                    "timeout_seconds": {"type": "number"}, "seed": I})}}},
+                    "timeout_seconds": {"type": "number"}, "seed": I,
+                    "webhook_duplicate_fraction": {"type": "number"}, "webhook_shuffle": B})}}},
                 "responses": {"200": _resp("the fault settings", {"type": "object"})}}},
             "/sandbox/config": {"post": {"summary": "change webhook_url, limits, time_scale",
                                          "responses": {"200": _resp("config", {"type": "object"})}}},

@@ -68,6 +68,19 @@ def _row(conn: sa.Connection, provider: str, key: str) -> dict[str, Any] | None:
     return dict(r) if r else None
 
 
+def _handed_off(status: str, response_json: str | None) -> bool:
+    """Does the provider own recovery of this invoice now? A 409 for the same idempotency key
+    does (it already took it); a 409 for *another* invoice on the same card and amount within
+    5 minutes does not: nothing is charged twice and the merchant's own dunning carries on."""
+    if status not in HANDED_OFF:
+        return False
+    try:
+        reason = json.loads(response_json or "{}").get("reason")
+    except ValueError:
+        reason = None
+    return not (status == "duplicate" and reason == "same_card_amount")
+
+
 def _billing_marked(row: dict[str, Any]) -> bool:
     try:
         return bool(json.loads(row.get("response_json") or "{}").get("billing_marked"))
@@ -112,7 +125,7 @@ def execute_one(engine: sa.Engine, client: ProviderClient, txn: dict[str, Any],
         row = _row(conn, provider, key)
     if row and row["status"] in FINAL:
         stats.already_done += 1
-        if row["status"] in HANDED_OFF and not _billing_marked(row):
+        if _handed_off(row["status"], row.get("response_json")) and not _billing_marked(row):
             _mark(engine, provider, key, invoice_id, mark_handed_off, stats)
         return row["status"]
     raw = json.dumps(body, separators=(",", ":"))
@@ -146,7 +159,7 @@ def execute_one(engine: sa.Engine, client: ProviderClient, txn: dict[str, Any],
     if len(stats.preview) < 5:
         stats.preview.append({"invoice_id": invoice_id, "status": status,
                               "provider_transaction_id": provider_txn})
-    if status in HANDED_OFF:
+    if _handed_off(status, json.dumps({"reason": resp.get("reason")})):
         _mark(engine, provider, key, invoice_id, mark_handed_off, stats)
     return status
 

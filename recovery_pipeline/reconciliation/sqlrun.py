@@ -27,7 +27,11 @@ def materialize(con, schema: str, name: str, params: dict | None = None) -> int:
     select = read_sql(schema, name).strip().rstrip(";")
     con.execute(f'create schema if not exists "{schema}"')
     # identifiers come from our own file layout, never from data; values are bound parameters
-    con.execute(f'create or replace table "{schema}"."{name}" as {select}', params or {})
+    ddl = f'create or replace table "{schema}"."{name}" as {select}'
+    if params:
+        con.execute(ddl, params)
+    else:
+        con.execute(ddl)
     return con.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
 
 

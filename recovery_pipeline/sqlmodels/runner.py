@@ -81,10 +81,23 @@ def parse_model(path: Path, schema: str | None = None) -> SqlModel:
     return SqlModel(schema, path.stem, path, sql, tuple(sorted(deps)), tuple(params))
 
 
+_PARSED: dict[tuple[str, int, int], SqlModel] = {}
+
+
+def _parse_cached(path: Path) -> SqlModel:
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _PARSED:
+        _PARSED[key] = parse_model(path)
+    return _PARSED[key]
+
+
 def discover(root: Path = SQL_ROOT, schema: str | None = None) -> list[SqlModel]:
-    """All models under ``root`` (optionally one schema), in dependency order."""
+    """All models under ``root`` (optionally one schema), in dependency order.
+
+    Parsing is cached per file (path, mtime, size): a backfill does not re-parse every month."""
     folders = [root / schema] if schema else sorted(p for p in Path(root).iterdir() if p.is_dir())
-    models = [parse_model(p) for folder in folders for p in sorted(folder.glob("*.sql"))]
+    models = [_parse_cached(p) for folder in folders for p in sorted(folder.glob("*.sql"))]
     return topo_sort(models)
 
 

@@ -70,6 +70,22 @@ class StripeAPIError(RuntimeError):
     """A non-retryable Stripe API answer (status and Stripe's error message, never the key)."""
 
 
+_backoff = wait_exponential_jitter(initial=0.5, max=20)
+MAX_RETRY_AFTER_S = 60.0
+
+
+def _wait(retry_state) -> float:
+    """Exponential backoff with jitter, or the server's Retry-After when it asks for longer."""
+    wait = _backoff(retry_state)
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    if isinstance(exc, httpx.HTTPStatusError):
+        try:
+            wait = max(wait, min(float(exc.response.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S))
+        except ValueError:
+            pass
+    return wait
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
@@ -88,8 +104,7 @@ class StripeClient:
     def close(self) -> None:
         self._http.close()
 
-    @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(6),
-           wait=wait_exponential_jitter(initial=0.5, max=20), reraise=True)
+    @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(6), wait=_wait, reraise=True)
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict:
         resp = self._http.get(path, params=params)
         if resp.status_code == 429 or resp.status_code >= 500:

@@ -186,6 +186,35 @@ def decline_code(ch: dict) -> str | None:
     return None
 
 
+def links(object_type: str, obj: dict) -> dict[str, str | None]:
+    """The ids an object points at (``invoice_id, subscription_id, customer_id, payment_intent_id``),
+    stored beside it so that an incremental read can find everything a change touches."""
+    out: dict[str, str | None] = {"invoice_id": None, "subscription_id": None, "customer_id": None,
+                                  "payment_intent_id": None}
+    if object_type == "invoice":
+        _, intents = invoice_payment_refs(obj)
+        out.update(invoice_id=obj.get("id"), subscription_id=invoice_subscription_id(obj),
+                   customer_id=ref_id(obj.get("customer")),
+                   payment_intent_id=sorted(intents)[0] if intents else None)
+    elif object_type == "invoice_attempt":
+        out.update(invoice_id=obj.get("invoice_id"), subscription_id=obj.get("subscription_id"),
+                   customer_id=obj.get("customer_id"), payment_intent_id=obj.get("payment_intent_id"))
+    elif object_type == "charge":
+        out.update(invoice_id=charge_invoice_id(obj), customer_id=ref_id(obj.get("customer")),
+                   payment_intent_id=ref_id(obj.get("payment_intent")))
+    elif object_type == "payment_intent":
+        out.update(invoice_id=ref_id(obj.get("invoice")), customer_id=ref_id(obj.get("customer")),
+                   payment_intent_id=obj.get("id"))
+    elif object_type == "invoice_payment":
+        payment = obj.get("payment") or {}
+        out.update(invoice_id=ref_id(obj.get("invoice")), payment_intent_id=ref_id(payment.get("payment_intent")))
+    elif object_type == "subscription":
+        out.update(subscription_id=obj.get("id"), customer_id=ref_id(obj.get("customer")))
+    elif object_type in ("customer", "source"):
+        out.update(customer_id=obj.get("id") if object_type == "customer" else ref_id(obj.get("customer")))
+    return {k: (str(v)[:255] if v else None) for k, v in out.items()}
+
+
 # --- ordering -------------------------------------------------------------------------------------
 
 def version_rank(object_type: str, obj: dict) -> int:

@@ -26,6 +26,16 @@ stripe_objects = sa.Table(
     sa.Column("event_id", sa.String(255), nullable=False),
     sa.Column("event_type", sa.String(128)),
     sa.Column("data_json", sa.Text, nullable=False),
-    sa.Column("stored_at", TS, nullable=False),
+    sa.Column("stored_at", TS, nullable=False),  # when this version was written (incremental reads)
+    # links, denormalized from data_json at write time, so a change finds its related objects
+    sa.Column("invoice_id", sa.String(255)),
+    sa.Column("subscription_id", sa.String(255)),
+    sa.Column("customer_id", sa.String(255)),
+    sa.Column("payment_intent_id", sa.String(255)),
     sa.Index("ix_stripe_objects_version", "object_type", "version_ts"),
+    sa.Index("ix_stripe_objects_stored_at", "stored_at"),
+    sa.Index("ix_stripe_objects_invoice", "invoice_id"),
+    sa.Index("ix_stripe_objects_subscription", "subscription_id"),
+    sa.Index("ix_stripe_objects_customer", "customer_id"),
+    sa.Index("ix_stripe_objects_payment_intent", "payment_intent_id"),
 )

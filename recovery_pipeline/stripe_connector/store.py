@@ -26,12 +26,14 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from recovery_pipeline.billing_engine import schema as billing_schema
+from recovery_pipeline.ingest.cardscan import mask_card_numbers
 from recovery_pipeline.opsstore.models import webhook_inbox
 from recovery_pipeline.opsstore.store import insert_or_ignore, utcnow
 from recovery_pipeline.stripe_connector import mapping as m
 from recovery_pipeline.stripe_connector.models import stripe_objects
 
 PROVIDER = "stripe"
+CARD_LIKE_REASON = "contains a card-number-like value (masked in the inbox; not applied)"
 
 
 @dataclass
@@ -46,6 +48,7 @@ class IngestResult:
 # --- writing --------------------------------------------------------------------------------------
 
 _STATEMENTS: dict[str, tuple] = {}
+LINK_COLUMNS = ("invoice_id", "subscription_id", "customer_id", "payment_intent_id")
 
 
 def _statements(conn: sa.Connection) -> tuple:
@@ -65,7 +68,8 @@ def _statements(conn: sa.Connection) -> tuple:
                   .where(t.object_type == sa.bindparam("k_type"), t.object_id == sa.bindparam("k_id"), newer)
                   .values(version_ts=sa.bindparam("n_ts"), version_rank=sa.bindparam("n_rank"),
                           event_id=sa.bindparam("n_event"), event_type=sa.bindparam("n_type"),
-                          data_json=sa.bindparam("n_data"), stored_at=sa.bindparam("n_stored"))
+                          data_json=sa.bindparam("n_data"), stored_at=sa.bindparam("n_stored"),
+                          **{k: sa.bindparam(f"n_{k}") for k in LINK_COLUMNS})
                   .returning(t.object_id))
         inbox = insert_or_ignore(webhook_inbox, conn).returning(webhook_inbox.c.id)
         i = webhook_inbox.c
@@ -86,14 +90,15 @@ def apply_version(conn: sa.Connection, v: m.ObjectVersion) -> str:
     insert, update = _statements(conn)[:2]
     now = utcnow()
     data = v.data_json()
+    link = m.links(v.object_type, v.data)
     if conn.execute(insert, {"object_type": v.object_type, "object_id": v.object_id,
                              "version_ts": v.version_ts, "version_rank": v.version_rank,
                              "event_id": v.event_id, "event_type": v.event_type, "data_json": data,
-                             "stored_at": now}).first() is not None:
+                             "stored_at": now, **link}).first() is not None:
         return "inserted"
     res = conn.execute(update, {"k_type": v.object_type, "k_id": v.object_id, "n_ts": v.version_ts,
                                 "n_rank": v.version_rank, "n_event": v.event_id, "n_type": v.event_type,
-                                "n_data": data, "n_stored": now})
+                                "n_data": data, "n_stored": now, **{f"n_{k}": x for k, x in link.items()}})
     return "updated" if res.first() is not None else "stale"
 
 
@@ -124,11 +129,16 @@ def ingest_events(engine: sa.Engine, events: Iterable[dict], *, source: str = "f
             for event in batch:
                 raw = json.dumps(event, separators=(",", ":"), sort_keys=True)
                 event_id, event_type = _event_key(raw, event)
+                masked, card_like = mask_card_numbers(raw)
                 row = {"provider": PROVIDER, "event_id": event_id, "event_type": event_type,
-                       "received_at": utcnow(), "headers_json": headers, "body": raw,
-                       "status": "pending", "attempts": 0}
+                       "received_at": utcnow(), "headers_json": headers, "body": masked,
+                       "status": "failed" if card_like else "pending", "attempts": 0,
+                       "last_error": CARD_LIKE_REASON if card_like else None}
                 if conn.execute(_statements(conn)[2], row).first() is None:
                     results.append(IngestResult(event_id, event_type, "duplicate", "event id already stored"))
+                    continue
+                if card_like:
+                    results.append(IngestResult(event_id, event_type, "rejected", CARD_LIKE_REASON))
                     continue
                 results.append(_apply_and_mark(conn, event_id, event_type, event))
         batch.clear()
@@ -173,6 +183,15 @@ def process_inbox(engine: sa.Engine, limit: int = 1000, chunk: int = 200) -> lis
     for start in range(0, len(pending), chunk):
         with engine.begin() as conn:
             for event_id, event_type, body in pending[start:start + chunk]:
+                masked, card_like = mask_card_numbers(body)
+                if card_like:  # never keep a card number: mask the stored body, do not apply it
+                    conn.execute(webhook_inbox.update().where(webhook_inbox.c.provider == PROVIDER,
+                                                              webhook_inbox.c.event_id == event_id)
+                                 .values(body=masked))
+                    conn.execute(_statements(conn)[3], {"k_event": event_id, "n_status": "failed",
+                                                        "n_processed": utcnow(), "n_error": CARD_LIKE_REASON})
+                    results.append(IngestResult(event_id, event_type, "rejected", CARD_LIKE_REASON))
+                    continue
                 try:
                     event = json.loads(body)
                 except ValueError:
@@ -194,14 +213,68 @@ class _Obj:
     version_ts: int
 
 
-def load_objects(engine: sa.Engine) -> dict[str, dict[str, _Obj]]:
+def _select_objects(conn: sa.Connection, where, out: dict[str, dict[str, _Obj]]) -> None:
+    t = stripe_objects.c
+    for otype, oid, vts, data in conn.execute(
+            sa.select(t.object_type, t.object_id, t.version_ts, t.data_json).where(where)):
+        if oid not in out[otype]:
+            out[otype][oid] = _Obj(json.loads(data), int(vts))
+
+
+def _in_chunks(column, values: set[str]):
+    """``column IN (...)`` split in chunks (SQLite's parameter limit), OR-ed."""
+    vals = sorted(v for v in values if v)
+    if not vals:
+        return sa.false()
+    return sa.or_(*[column.in_(vals[i:i + 500]) for i in range(0, len(vals), 500)])
+
+
+@dataclass
+class Scope:
+    """What an incremental read must re-emit: rows of these invoices, subscriptions, customers."""
+    invoices: set[str]
+    subscriptions: set[str]
+    customers: set[str]
+
+
+def load_objects(engine: sa.Engine, since: datetime | None = None
+                 ) -> tuple[dict[str, dict[str, _Obj]], Scope | None]:
+    """Every stored object (``since=None``), or what the objects stored at or after ``since`` touch:
+    the changed objects, the invoices they belong to with everything those rows need (attempts,
+    charges, payment intents, invoice payments, subscription, customer, the customer's other
+    invoices), and the invoices of a changed subscription (end of dunning stamps them)."""
     t = stripe_objects.c
     out: dict[str, dict[str, _Obj]] = defaultdict(dict)
     with engine.connect() as conn:
-        for otype, oid, vts, data in conn.execute(
-                sa.select(t.object_type, t.object_id, t.version_ts, t.data_json)):
-            out[otype][oid] = _Obj(json.loads(data), int(vts))
-    return out
+        if since is None:
+            _select_objects(conn, sa.true(), out)
+            return out, None
+        changed = conn.execute(sa.select(t.object_type, t.object_id, *[t[c] for c in LINK_COLUMNS])
+                               .where(t.stored_at >= since)).all()
+        invoices = {r.invoice_id for r in changed if r.invoice_id}
+        intents = {r.payment_intent_id for r in changed if r.payment_intent_id}
+        subs = {r.object_id for r in changed if r.object_type == "subscription"}
+        customers = {r.object_id for r in changed if r.object_type == "customer"}
+        # invoices reached through a payment intent (basil charges name no invoice)
+        invoices |= {i for (i,) in conn.execute(sa.select(t.invoice_id).where(
+            _in_chunks(t.payment_intent_id, intents), t.invoice_id.is_not(None)))}
+        # a changed subscription (end of dunning) re-stamps its invoices
+        invoices |= {i for (i,) in conn.execute(sa.select(t.object_id).where(
+            t.object_type == "invoice", _in_chunks(t.subscription_id, subs)))}
+        # everything the affected invoices' rows need
+        _select_objects(conn, _in_chunks(t.invoice_id, invoices), out)
+        intents |= {o.data.get("payment_intent_id") for o in out["invoice_attempt"].values()}
+        for o in out["invoice"].values():
+            intents |= m.invoice_payment_refs(o.data)[1]
+        _select_objects(conn, _in_chunks(t.payment_intent_id, intents), out)
+        subs_needed = subs | {m.invoice_subscription_id(o.data) for o in out["invoice"].values()}
+        _select_objects(conn, sa.and_(t.object_type == "subscription", _in_chunks(t.object_id, subs_needed)), out)
+        row_customers = customers | {m.ref_id(o.data.get("customer")) for o in out["invoice"].values()}
+        row_customers.discard(None)
+        # customers' own objects, and all their invoices (a derived customer's first invoice date)
+        _select_objects(conn, sa.and_(t.object_type.in_(("customer", "invoice")),
+                                      _in_chunks(t.customer_id, row_customers)), out)
+    return out, Scope(invoices=invoices, subscriptions=subs, customers=row_customers)
 
 
 @dataclass
@@ -258,9 +331,22 @@ def _match_charge(att: dict, charges: list[dict], used: set[str]) -> dict | None
     return best
 
 
-def build_rows(engine: sa.Engine) -> Rows:
-    """Billing rows (``billing_engine/schema.py`` columns) from the final state of the store."""
-    objs = load_objects(engine)
+def build_rows(engine: sa.Engine, since: datetime | None = None) -> Rows:
+    """Billing rows (``billing_engine/schema.py`` columns) from the final state of the store: all of
+    them, or (``since``) only the rows that objects stored at or after ``since`` change."""
+    objs, scope = load_objects(engine, since)
+    rows = _build(objs)
+    if scope is None:
+        return rows
+    return Rows(
+        customers=[r for r in rows.customers if r["customer_id"] in scope.customers],
+        subscriptions=[r for r in rows.subscriptions if r["subscription_id"] in scope.subscriptions],
+        invoices=[r for r in rows.invoices if r["invoice_id"] in scope.invoices],
+        transactions=[r for r in rows.transactions if r["invoice_id"] in scope.invoices],
+        unlinked_charges=rows.unlinked_charges)
+
+
+def _build(objs: dict[str, dict[str, _Obj]]) -> Rows:
     by_charge, by_intent = _link_indexes(objs)
     intents = {k: o.data for k, o in objs.get("payment_intent", {}).items()}
 
@@ -381,6 +467,30 @@ def rows_for_entity(engine: sa.Engine, entity: str, rows: Rows | None = None) ->
         raise ValueError(f"unknown entity {entity!r}; one of {sorted(billing_schema.ENTITIES)}")
     rows = rows or build_rows(engine)
     return to_arrow(entity, rows.entity(entity))
+
+
+def object_counts(engine: sa.Engine) -> dict[str, int]:
+    t = stripe_objects.c
+    with engine.connect() as conn:
+        return {k: int(n) for k, n in conn.execute(
+            sa.select(t.object_type, sa.func.count()).group_by(t.object_type).order_by(t.object_type))}
+
+
+def recent_invoices(engine: sa.Engine, n: int = 5) -> list[dict]:
+    """The invoice rows of the ``n`` invoices stored last (a preview; no charges, no dunning)."""
+    t = stripe_objects.c
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(t.data_json, t.version_ts).where(t.object_type == "invoice")
+                             .order_by(t.stored_at.desc()).limit(n)).all()
+    return [m.invoice_row(json.loads(d), int(v)) for d, v in found]
+
+
+def latest_stored_at(engine: sa.Engine) -> datetime | None:
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(stripe_objects.c.stored_at))).scalar_one()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return m.ts(value) if value is not None else None
 
 
 def event_span(engine: sa.Engine) -> tuple[datetime | None, datetime | None, int]:

@@ -65,6 +65,7 @@ class ReceiverConfig:
     commit_timeout_s: float = 8.0  # Revtain wants an answer within 10 s
     echo: bool = False  # bench only: POST /echo answers 200 without verifying or storing
     switch_interval_s: float | None = None  # sys.setswitchinterval for the receiver process
+    max_batch: int = 1000  # rows per group commit (1 = a commit per event: the bench's naive baseline)
 
     @property
     def enabled(self) -> tuple[str, ...]:
@@ -87,6 +88,7 @@ class ReceiverConfig:
             max_body_bytes=int(env.get("RECEIVER_MAX_BODY_BYTES") or DEFAULT_MAX_BODY),
             echo=env.get("RECEIVER_BENCH_ECHO") == "1",
             switch_interval_s=float(env.get("RECEIVER_SWITCH_INTERVAL") or 0) or None,
+            max_batch=int(env.get("RECEIVER_MAX_BATCH") or 1000),
         )
 
 
@@ -128,6 +130,7 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
     state: dict = {}
 
     async def reject(provider: str, status: int, reason: str) -> Response:
+        provider = provider[:32].encode("unicode_escape").decode("ascii")  # path text: no log injection
         log.warning("webhook rejected provider=%s status=%d reason=%s", provider[:32], status, reason)
         writer: GroupCommitWriter | None = state.get("writer")
         if writer is not None:
@@ -160,8 +163,11 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
             return await reject(provider, 400, str(exc))
         row = inbox_row(provider, event_id, event_type, json.dumps(signing.redact_headers(headers)), body)
         try:
+            writer = state.get("writer")
+            if writer is None:  # served without the lifespan: no store, so no acknowledgement
+                raise StoreUnavailable("inbox writer is not running")
             async with asyncio.timeout(cfg.commit_timeout_s):
-                inserted = await state["writer"].submit(row)
+                inserted = await writer.submit(row)
         except (StoreUnavailable, TimeoutError) as exc:
             log.error("webhook not stored provider=%s event_id=%s: %s", provider, event_id,
                       type(exc).__name__)
@@ -204,7 +210,7 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
-        writer = GroupCommitWriter(engine)
+        writer = GroupCommitWriter(engine, max_batch=cfg.max_batch)
         writer.start()
         state["writer"], state["engine"] = writer, engine
         log.info("webhook receiver ready; providers=%s", ",".join(enabled))

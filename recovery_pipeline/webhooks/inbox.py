@@ -211,7 +211,8 @@ class _Item:
 class GroupCommitWriter:
     """One writer thread committing batches of inbox rows (and rejection records).
 
-    Requests put their row on a queue and await a future. The writer takes everything queued
+    Requests append their row and await a future; once per event-loop turn the rows gathered
+    are handed to the writer thread in one queue put. The writer takes everything queued
     (up to ``max_batch``), inserts it with ONE insert-or-ignore statement in ONE transaction,
     commits (SQLite ``synchronous=FULL``: the fsync happens in this thread, with the GIL released,
     while the event loop keeps serving), then resolves the batch's futures with one
@@ -224,7 +225,9 @@ class GroupCommitWriter:
         self.engine = engine
         self.max_batch = max_batch
         self._sql = _SqlBatch(engine)
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._q: queue.SimpleQueue = queue.SimpleQueue()  # lists of _Item (one per loop turn), or _STOP
+        self._pending: list[_Item] = []  # loop side, handed off once per loop turn
+        self._handoff_scheduled = False
         self._thread: threading.Thread | None = None
         self._raw = None  # the writer's own DBAPI connection
         self._lock_path = _sqlite_lock_path(engine)
@@ -255,32 +258,40 @@ class GroupCommitWriter:
         return self._thread is not None and self._thread.is_alive()
 
     # producers (event loop side)
+    def _enqueue(self, kind: str, row: dict) -> asyncio.Future:
+        if not self.alive:
+            raise StoreUnavailable("inbox writer is not running")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append(_Item(kind, row, loop, fut))
+        if not self._handoff_scheduled:  # one queue put (one thread wake-up) per loop turn
+            self._handoff_scheduled = True
+            loop.call_soon(self._handoff)
+        return fut
+
+    def _handoff(self) -> None:
+        self._handoff_scheduled = False
+        items, self._pending = self._pending, []
+        if items:
+            self._q.put(items)
+
     async def submit(self, row: dict) -> bool:
         """Queue an inbox row; True when stored now, False when already stored (a duplicate).
         Raises :class:`StoreUnavailable` when its batch could not be committed."""
-        if not self.alive:
-            raise StoreUnavailable("inbox writer is not running")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._q.put(_Item("inbox", row, loop, fut))
-        return await fut
+        return await self._enqueue("inbox", row)
 
     async def record_rejection(self, row: dict) -> None:
-        if not self.alive:
-            raise StoreUnavailable("inbox writer is not running")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._q.put(_Item("rejection", row, loop, fut))
-        await fut
+        await self._enqueue("rejection", row)
 
     # the writer thread
     def _run(self) -> None:
         try:
+            carry: list[_Item] = []
             while True:
-                first = self._q.get()
+                first = carry or self._q.get()
                 if first is _STOP:
                     return
-                batch = [first]
+                batch = list(first)
                 stop = False
                 while len(batch) < self.max_batch:
                     try:
@@ -290,9 +301,12 @@ class GroupCommitWriter:
                     if nxt is _STOP:
                         stop = True
                         break
-                    batch.append(nxt)
+                    batch.extend(nxt)
+                batch, carry = batch[: self.max_batch], batch[self.max_batch:]
                 self._commit(batch)
                 if stop:
+                    if carry:
+                        self._commit(carry)
                     return
         finally:
             self._close_raw()

@@ -23,7 +23,7 @@ def stripe_event_store(context: dg.AssetExecutionContext, ops_store: OpsStoreRes
     how many events were applied, skipped (type not used, with the reason) or rejected (malformed)."""
     from collections import Counter
 
-    from recovery_pipeline.stripe_connector.store import build_rows, event_span, process_inbox
+    from recovery_pipeline.stripe_connector.store import event_span, object_counts, process_inbox, recent_invoices
 
     engine = ops_store.engine()
     results = []
@@ -31,26 +31,23 @@ def stripe_event_store(context: dg.AssetExecutionContext, ops_store: OpsStoreRes
         results.extend(batch)
     counts = Counter(r.status for r in results)
     skipped = Counter(r.reason for r in results if r.status in ("skipped", "rejected"))
-    rows = build_rows(engine)
+    held = object_counts(engine)
     first, last, n_objects = event_span(engine)
     if counts["rejected"]:
-        context.log.warning(f"{counts['rejected']} Stripe event(s) rejected as malformed (kept in the inbox)")
+        context.log.warning(f"{counts['rejected']} Stripe event(s) rejected "
+                            "(malformed or card-like; kept in the inbox)")
     preview = "\n".join(["| invoice | status | attempts | amount | currency |", "|---|---|---|---|---|"] + [
         f"| {r['invoice_id']} | {r['status']} | {r['attempt_count']} | {r['amount_minor']} | {r['currency']} |"
-        for r in sorted(rows.invoices, key=lambda r: r["updated_at"], reverse=True)[:5]])
+        for r in recent_invoices(engine, 5)])
     return dg.MaterializeResult(metadata={
         "events_applied_this_run": dg.MetadataValue.int(counts["stored"]),
         "events_skipped_this_run": dg.MetadataValue.int(counts["skipped"]),
         "events_rejected_this_run": dg.MetadataValue.int(counts["rejected"]),
         "skip_reasons": dg.MetadataValue.json(dict(skipped.most_common(10))),
-        "customers": dg.MetadataValue.int(len(rows.customers)),
-        "subscriptions": dg.MetadataValue.int(len(rows.subscriptions)),
-        "invoices": dg.MetadataValue.int(len(rows.invoices)),
-        "transactions": dg.MetadataValue.int(len(rows.transactions)),
-        "charges_without_invoice": dg.MetadataValue.int(len(rows.unlinked_charges)),
+        "objects_by_type": dg.MetadataValue.json(held),
         "objects_in_store": dg.MetadataValue.int(n_objects),
         "oldest_version_event_at": first.isoformat() if first else "none",
         "newest_version_event_at": last.isoformat() if last else "none",
-        "dagster/row_count": dg.MetadataValue.int(len(rows.invoices)),
+        "dagster/row_count": dg.MetadataValue.int(n_objects),
         "preview": dg.MetadataValue.md(preview),
     })
