@@ -214,8 +214,9 @@ def load_direct(cfg, month: str) -> None:
         con = wh.con
         for entity in RAW_ENTITIES:
             for f in list_export_files(cfg.exports_dir, entity, {month}):
-                table = read_export_file(f, loaded_at)  # noqa: F841 - read by DuckDB below
-                con.execute(f"insert into billing_raw.{entity} by name select * from table")
+                con.register("incoming_rows", read_export_file(f, loaded_at))
+                con.execute(f"insert into billing_raw.{entity} by name select * from incoming_rows")
+                con.unregister("incoming_rows")
     run_month(cfg.warehouse, month, as_of=AS_OF)
 
 

@@ -136,3 +136,23 @@ def test_sandbox_counts_payload_is_read_into_long_rows():
 def test_unreadable_counts_payload_is_a_clear_error():
     with pytest.raises(provider_view.CountsPayloadError, match="2026-01.invoices"):
         provider_view.normalize_counts({"months": {"2026-01": {"invoices": "many"}}})
+
+
+def test_reconcile_summary_prints_totals_and_the_month_that_differs(billing):
+    import io
+
+    from rich.console import Console
+
+    from recovery_pipeline.commands.reconcile import print_summary
+
+    path, rows = billing
+    month = sorted({r["month"] for r in rows})[0]
+    con = duckdb.connect(str(path))
+    provider_view.write_provider_counts(con, shift_provider_rows(rows, month, {("transactions", "total", ""): -3}))
+    sqlrun.materialize(con, "reconciliation", "monthly_parity")
+    out = io.StringIO()
+    bad = print_summary(con, console=Console(file=out, width=200))
+    con.close()
+    text = out.getvalue()
+    assert bad == 2  # the month and the total
+    assert f"{month}" in text and "MISMATCH" in text and "state mismatches: not computed yet" in text

@@ -25,6 +25,7 @@ customer_versions as (
             partition by c.customer_id order by c.updated_at desc nulls last, c._loaded_at desc
         ) as version_rank
     from billing_raw.customers as c
+    where c.customer_id in (select v.customer_id from versions as v)
 ),
 
 customers as (

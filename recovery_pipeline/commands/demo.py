@@ -43,8 +43,8 @@ def section_counts_by_month(wh, console) -> None:
         "   and t.status = 'failed') "
         "from canonical.invoices i group by i.month order by i.month")
     console.print(_table("Invoices by month and state (canonical)",
-                         ["month", "invoices", "paid", "open", "uncollectible", "void", "refunded",
-                          "transactions", "failed tx"], rows))
+                         ["month", "invoices", "paid", "open", "uncoll.", "void", "refund.",
+                          "tx", "failed tx"], rows))
 
 
 def section_currencies(wh, console) -> None:
@@ -113,10 +113,14 @@ def run(args) -> int:
     settings = load_settings()
     months = backfill_window(args.months)
     if not args.keep:  # a fresh demo: the generated history replaces the previous one
+        # only ever under the data dir: a real exports folder or warehouse elsewhere is left alone
         for p in (settings.exports_dir, settings.data_dir / "dlt_pipelines"):
-            shutil.rmtree(p, ignore_errors=True)
-        if not settings.warehouse_is_postgres:
+            if p.resolve().is_relative_to(settings.data_dir):
+                shutil.rmtree(p, ignore_errors=True)
+        if not settings.warehouse_is_postgres and \
+                Path(settings.warehouse).resolve().is_relative_to(settings.data_dir):
             Path(settings.warehouse).unlink(missing_ok=True)
+            Path(settings.warehouse + ".wal").unlink(missing_ok=True)
     settings.ensure_dirs()
     t0 = time.perf_counter()
     try:

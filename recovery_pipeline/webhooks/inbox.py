@@ -379,20 +379,21 @@ class GroupCommitWriter:
         for item in batch:
             by_loop.setdefault(item.loop, []).append(item)
 
-        def settle(items: list[_Item]) -> None:
-            for it in items:
-                if it.future.done():  # the request gave up (timeout / disconnect)
-                    continue
-                if isinstance(it.result, BaseException):
-                    it.future.set_exception(it.result)
-                else:
-                    it.future.set_result(it.result)
-
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(settle, items)
+                loop.call_soon_threadsafe(_settle, items)
             except RuntimeError:  # loop closed during shutdown
                 pass
+
+
+def _settle(items: list[_Item]) -> None:
+    for it in items:
+        if it.future.done():  # the request gave up (timeout / disconnect)
+            continue
+        if isinstance(it.result, BaseException):
+            it.future.set_exception(it.result)
+        else:
+            it.future.set_result(it.result)
 
 
 def inbox_row(provider: str, event_id: str, event_type: str | None, headers_json: str, body: bytes,

@@ -1,0 +1,70 @@
+"""``recovery-pipeline reconcile``: print the monthly parity table and state mismatches."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("reconcile", help="print billing vs provider parity by month and state mismatches "
+                                         "(from the warehouse; run the daily_reconciliation job first)")
+    p.add_argument("--all-rows", action="store_true", help="also print rows that agree")
+    p.add_argument("--limit", type=int, default=20, help="state mismatches to print")
+    p.set_defaults(func=run)
+
+
+def print_summary(con, *, all_rows: bool = False, limit: int = 20, console=None) -> int:
+    """Print parity (totals + any month that differs), coverage problems and mismatches.
+    Returns the number of parity rows that differ beyond tolerance."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from recovery_pipeline.reconciliation import mismatches, parity_table
+    from recovery_pipeline.reconciliation.parity import coverage_summary
+
+    console = console or Console()
+    rows = parity_table(con)
+    bad = [r for r in rows if r["status"] == "MISMATCH"]
+    shown = rows if all_rows else [r for r in rows if r["month"] == "total" or r["status"] != "ok"]
+    t = Table(title="Billing vs provider (monthly parity)")
+    for col in ("month", "measure", "billing", "provider", "difference", "status"):
+        t.add_column(col, justify="right" if col in ("billing", "provider", "difference") else "left")
+    for r in shown:
+        t.add_row(r["month"], r["measure"], str(r["billing"]), str(r["provider"]),
+                  str(r["difference"]), r["status"])
+    console.print(t)
+    cov = [c for c in coverage_summary(con) if c["status"] != "ok"]
+    console.print(f"currency/country coverage: "
+                  f"{'all keys agree' if not cov else f'{len(cov)} key(s) differ or are not reported'}")
+    for c in cov[:20]:
+        console.print(f"  {c['dimension']} {c['key'] or '(none)'}: billing {c['billing']} vs "
+                      f"provider {c['provider']} ({c['status']})")
+    try:
+        mm = mismatches(con, limit)
+    except Exception:  # noqa: BLE001 - the table does not exist before the first run
+        mm = None
+    if mm is None:
+        console.print("state mismatches: not computed yet")
+    elif not mm:
+        console.print("state mismatches: none")
+    else:
+        mt = Table(title=f"State mismatches (oldest {len(mm)})")
+        for col in ("kind", "invoice_id", "month", "billing_state", "provider_state", "age_hours"):
+            mt.add_column(col)
+        for m in mm:
+            mt.add_row(*(str(m[c]) for c in ("kind", "invoice_id", "month", "billing_state",
+                                              "provider_state", "age_hours")))
+        console.print(mt)
+    return len(bad)
+
+
+def run(args) -> int:
+    import duckdb
+
+    from recovery_pipeline.settings import load_settings
+
+    settings = load_settings()
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    try:
+        bad = print_summary(con, all_rows=args.all_rows, limit=args.limit)
+    finally:
+        con.close()
+    return 1 if bad else 0
