@@ -52,7 +52,8 @@ class LoopOptions:
     time_scale: float = 0.001  # webhook retry schedules x this
     webhook_duplicate_fraction: float = 0.1  # the sandbox re-delivers some events: dedupe shows
     webhook_wait_seconds: float = 60.0
-    max_execution_runs: int = 5
+    max_execution_runs: int = 5  # per round (the executor acts on up to 500 events per run)
+    max_rounds: int = 3  # decide -> execute -> sync -> push, until nothing new is executed
     reconcile: bool = True
 
 
@@ -81,6 +82,9 @@ class LoopReport:
     reconciliation_note: str = ""
     run_ids: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def changes_pushed(self, entity: str) -> int:
+        return sum(int((p.get(entity) or {}).get("records_sent") or 0) for p in self.pushes[1:])
 
     @property
     def parity_differences(self) -> list[dict]:
@@ -121,7 +125,7 @@ def loop_services(settings, opts: LoopOptions) -> Iterator[dict[str, str]]:
     import dataclasses
 
     receiver_cfg = dataclasses.replace(ReceiverConfig.from_env(), ops_store_url=settings.ops_store_url)
-    sandbox_cfg = SandboxConfig(batch_limit=opts.batch_limit,
+    sandbox_cfg = SandboxConfig(batch_limit=opts.batch_limit, db_path=str(sandbox_db_path(settings)),
                                 requests_per_second=opts.requests_per_second,
                                 webhook_url=urls["receiver"], time_scale=opts.time_scale)
     with patched_env(env), \
@@ -129,6 +133,32 @@ def loop_services(settings, opts: LoopOptions) -> Iterator[dict[str, str]]:
             serve_in_thread(billing_app(db_url=settings.billing_db_url), port=ports["billing"]), \
             serve_in_thread(sandbox_app(sandbox_cfg), port=ports["provider"]):
         yield urls
+
+
+def sandbox_db_path(settings) -> Path:
+    """Where the demo's provider sandbox keeps what it was sent (beside the push ledger)."""
+    return settings.data_dir / "provider_sandbox.sqlite"
+
+
+def reset_loop_state(settings) -> list[str]:
+    """A fresh demo: forget what the previous one pushed, received and executed (the ops store
+    and the sandbox's copy) when they are files under the data dir; returns what was removed.
+    A database given by URL is never dropped here."""
+    removed = []
+    ops = settings.ops_store_url
+    candidates = [sandbox_db_path(settings)]
+    if ops.startswith("sqlite:///"):
+        candidates.append(Path(ops.removeprefix("sqlite:///")))
+    for base in candidates:
+        base = base.resolve()
+        if not base.is_relative_to(settings.data_dir):
+            continue
+        for suffix in ("", "-wal", "-shm", "-journal", ".inbox-lock"):
+            f = base.with_name(base.name + suffix)
+            if f.exists():
+                f.unlink()
+                removed.append(f.name)
+    return removed
 
 
 def loop_definitions(settings, opts: LoopOptions):
@@ -166,19 +196,30 @@ def run_job(defs, instance, name: str, **kwargs) -> tuple[str, dict[str, dict]]:
     return result.run_id, out
 
 
+def reconciliation_selection(defs) -> list:
+    """Provider counts + the reconciliation group (ops snapshot, parity, mismatches)."""
+    import dagster as dg
+
+    graph = defs.resolve_asset_graph()
+    keys = dg.AssetSelection.groups("reconciliation").resolve(graph)
+    return sorted([dg.AssetKey(["provider", "counts"]), *keys], key=lambda k: k.to_user_string())
+
+
 # --- the billing system's side ------------------------------------------------------------------
-def billing_high_water_mark(billing_db_url: str) -> datetime:
-    """The newest ``updated_at`` in the billing database (what the backfill has seen)."""
+def billing_high_water_mark(billing_db_url: str, now: datetime | None = None) -> datetime:
+    """The newest ``updated_at`` not after ``now`` in the billing database (what the backfill
+    has seen; a future-dated bad row does not count)."""
     import sqlalchemy as sa
 
     from recovery_pipeline.billing_engine import schema
-    from recovery_pipeline.ingest.sql_database import _to_utc
+    from recovery_pipeline.ingest.sql_database import _to_utc, bind_ts
 
+    now = now or datetime.now(UTC)
     engine = sa.create_engine(billing_db_url)
     try:
         with engine.connect() as conn:
-            marks = [conn.execute(sa.select(sa.func.max(schema.ENTITIES[e].c.updated_at))).scalar()
-                     for e in ENTITIES]
+            marks = [conn.execute(sa.select(sa.func.max(schema.ENTITIES[e].c.updated_at)).where(
+                schema.ENTITIES[e].c.updated_at <= bind_ts(conn, now))).scalar() for e in ENTITIES]
     finally:
         engine.dispose()
     marks = [_to_utc(m) for m in marks if m is not None]
@@ -186,8 +227,9 @@ def billing_high_water_mark(billing_db_url: str) -> datetime:
 
 
 def export_changes(billing_db_url: str, exports_dir: str | Path, since: datetime,
-                   label: str) -> dict[str, dict[str, int]]:
-    """The billing system's incremental export: rows changed after ``since``, one Parquet file
+                   label: str, until: datetime | None = None) -> dict[str, dict[str, int]]:
+    """The billing system's incremental export: rows changed after ``since`` (and not after
+    ``until``, default now: a future-dated row is not a change), one Parquet file
     per entity and ``created_at`` month, ``exports/<entity>/<YYYY-MM>-changes-<label>.parquet``
     (the export contract's columns). Returns entity -> month -> rows."""
     import pyarrow as pa
@@ -200,13 +242,15 @@ def export_changes(billing_db_url: str, exports_dir: str | Path, since: datetime
     from recovery_pipeline.ingest.sql_database import bind_ts, rows_to_arrow
 
     out: dict[str, dict[str, int]] = {}
+    until = until or datetime.now(UTC)
     engine = sa.create_engine(billing_db_url)
     try:
         with engine.connect() as conn:
             for entity in ENTITIES:
                 table = schema.ENTITIES[entity]
                 rows = conn.execute(sa.select(table).where(
-                    table.c.updated_at > bind_ts(conn, since))).all()
+                    table.c.updated_at > bind_ts(conn, since),
+                    table.c.updated_at <= bind_ts(conn, until))).all()
                 if not rows:
                     continue
                 data = rows_to_arrow(table, rows).cast(arrow_schema(entity))
@@ -293,8 +337,9 @@ def new_billing_transactions(billing_db_url: str, invoice_ids: list[str], since:
 
 # --- the loop -----------------------------------------------------------------------------------
 def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
-             print_report: bool = True) -> LoopReport:
-    """Run the loop once over the backfilled history (see the module docstring)."""
+             print_report: bool = True, fresh: bool = True) -> LoopReport:
+    """Run the loop once over the backfilled history (see the module docstring). ``fresh``
+    (the demo without ``--keep``) starts from an empty ops store and provider sandbox."""
     import dagster as dg
     import httpx
     from rich.console import Console
@@ -317,6 +362,8 @@ def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
         report.seconds[name] = round(now - timer, 2)
         timer = now
 
+    if fresh:
+        reset_loop_state(base)
     since = billing_high_water_mark(base.billing_db_url)
     loop_started = datetime.now(UTC)
     ensure_instance_config(base.dagster_home)
@@ -326,7 +373,8 @@ def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
         report.endpoints = urls
         defs, resources = loop_definitions(settings, opts)
         ops = resources["ops_store"].engine()
-        report.execution_mode = resources["execution_settings"].policy().mode
+        policy = resources["execution_settings"].policy()
+        report.execution_mode, batch_size = policy.mode, policy.batch_size
         source_kind = load_integration(settings.integration_file).source_kind()
         # the change detection's starting point: everything the backfill loaded counts as seen
         baseline = evaluate_change_sensor(defs, instance, resources, None)
@@ -345,54 +393,67 @@ def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
         report.handoff = mats.get("provider_sync/failure_handoffs", {})
         lap("handoff")
 
-        with console.status("waiting for the provider's webhooks"):
-            report.webhooks = wait_for_webhooks(urls["provider"], urls["receiver"],
-                                                opts.webhook_wait_seconds)
-        lap("webhooks")
-        with console.status("polling recovery actions (Dagster: poll_recovery_actions)"):
-            rid, mats = run_job(defs, instance, "poll_recovery_actions")
-        report.run_ids["poll_recovery_actions"] = rid
-        report.polled = mats.get("polled_recovery_actions", {})
-        with console.status("executing recovery actions, live (Dagster: execute_recovery_actions)"):
-            for _ in range(opts.max_execution_runs):
-                rid, mats = run_job(defs, instance, "execute_recovery_actions")
-                this_run = mats.get("executed_actions", {}).get("this_run", {}) or {}
-                report.executions.append(this_run)
-                report.run_ids.setdefault("execute_recovery_actions", rid)
-                acted = sum((this_run.get("results") or {}).values())
-                if acted == 0 or this_run.get("paused"):
-                    break
+        cursor = baseline.cursor
+        for n in range(1, opts.max_rounds + 1):
+            # decisions arrive (webhooks; polled once per round: hybrid) and are executed, live
+            with console.status(f"round {n}: waiting for the provider's webhooks"):
+                report.webhooks = wait_for_webhooks(urls["provider"], urls["receiver"],
+                                                    opts.webhook_wait_seconds)
+            with console.status(f"round {n}: polling recovery actions (Dagster: "
+                                "poll_recovery_actions)"):
+                rid, mats = run_job(defs, instance, "poll_recovery_actions")
+            report.run_ids.setdefault("poll_recovery_actions", rid)
+            polled = mats.get("polled_recovery_actions", {})
+            report.polled = {"new_actions": report.polled.get("new_actions", 0) + (
+                polled.get("new_actions") or 0), "listed": polled.get("provider_total_size")}
+            executed = 0
+            with console.status(f"round {n}: executing recovery actions, live (Dagster: "
+                                "execute_recovery_actions)"):
+                for _ in range(opts.max_execution_runs):
+                    rid, mats = run_job(defs, instance, "execute_recovery_actions")
+                    this_run = mats.get("executed_actions", {}).get("this_run", {}) or {}
+                    report.executions.append({"round": n, **this_run})
+                    report.run_ids.setdefault("execute_recovery_actions", rid)
+                    results = this_run.get("results") or {}
+                    executed += results.get("executed", 0)
+                    if sum(results.values()) < batch_size or this_run.get("paused"):
+                        break  # the executor's budget was not used up: nothing more is due
+            lap(f"round {n}: decisions")
+            if executed == 0:
+                break  # nothing changed in the billing system: the loop is at rest
+            # the loop closes: the billing system's changes come back through the incremental sync
+            if source_kind == "exports":
+                exported = export_changes(settings.billing_db_url, settings.exports_dir, since,
+                                          f"{loop_started:%Y%m%dT%H%M%S}-{n}")
+                since = billing_high_water_mark(settings.billing_db_url)
+                for e, by_month in exported.items():
+                    report.changes[e] = report.changes.get(e, 0) + sum(by_month.values())
+            sensed = evaluate_change_sensor(defs, instance, resources, cursor)
+            cursor = sensed.cursor
+            requests = list(sensed.run_requests or [])
+            months = sorted({partition_to_month(r.partition_key) for r in requests})
+            report.sync_run_keys += [r.run_key for r in requests]
+            report.sync_months = sorted(set(report.sync_months) | set(months))
+            if months:
+                with console.status(f"round {n}: incremental sync of {len(months)} changed "
+                                    "month(s) (Dagster: billing_sync_job)"):
+                    rid, _ = run_job(defs, instance, "billing_sync_job", tags={
+                        "recovery/change": f"{len(requests)} sensor run request(s)",
+                        "dagster/asset_partition_range_start": month_to_partition(months[0]),
+                        "dagster/asset_partition_range_end": month_to_partition(months[-1])})
+                report.run_ids.setdefault("billing_sync_job", rid)
+            with console.status(f"round {n}: pushing the changes (Dagster: provider_push)"):
+                rid, mats = run_job(defs, instance, "provider_push")
+            report.pushes.append({e: mats.get(f"provider_sync/pushed_{e}", {}) for e in PUSHED})
+            lap(f"round {n}: sync + push")
+            if not report.pushes[-1]["transactions"].get("records_sent"):
+                break  # decisions follow new payment attempts: none sent, none to come
         report.audit = {**audit_summary(ops), "groups": audit_groups(ops)}
-        lap("execute")
-
-        # the loop closes: the billing system's changes come back through the incremental sync
         report.retried_invoices = live_retried_invoices(ops)
         report.new_transactions = new_billing_transactions(
             settings.billing_db_url, report.retried_invoices, loop_started)
-        if source_kind == "exports":
-            exported = export_changes(settings.billing_db_url, settings.exports_dir, since,
-                                      loop_started.strftime("%Y%m%dT%H%M%S"))
-            report.changes = {e: sum(m.values()) for e, m in exported.items()}
-        sensed = evaluate_change_sensor(defs, instance, resources, baseline.cursor)
-        requests = list(sensed.run_requests or [])
-        report.sync_run_keys = [r.run_key for r in requests]
-        report.sync_months = sorted({partition_to_month(r.partition_key) for r in requests})
-        if report.sync_months:
-            with console.status(f"incremental sync of {len(report.sync_months)} changed month(s) "
-                                "(Dagster: billing_sync_job)"):
-                rid, _ = run_job(defs, instance, "billing_sync_job", tags={
-                    "recovery/change": f"{len(requests)} sensor run request(s)",
-                    "dagster/asset_partition_range_start": month_to_partition(report.sync_months[0]),
-                    "dagster/asset_partition_range_end": month_to_partition(report.sync_months[-1])})
-            report.run_ids["billing_sync_job"] = rid
-        lap("incremental sync")
-        with console.status("pushing the changes (Dagster: provider_push)"):
-            rid, mats = run_job(defs, instance, "provider_push")
-        report.run_ids["provider_push (changes)"] = rid
-        report.pushes.append({e: mats.get(f"provider_sync/pushed_{e}", {}) for e in PUSHED})
         report.webhooks = wait_for_webhooks(urls["provider"], urls["receiver"],
                                             opts.webhook_wait_seconds)
-        lap("push changes")
 
         _read_warehouse(settings, report, loop_started)
         report.provider_counts = {
@@ -408,7 +469,11 @@ def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
         else:
             with console.status("reconciling billing against the provider "
                                 "(Dagster: daily_reconciliation)"):
-                rid, _ = run_job(defs, instance, "daily_reconciliation")
+                # the daily_reconciliation job's provider view + parity + mismatches (its
+                # monitoring part runs on its own schedule). A failed blocking check fails the
+                # run: the summary below names the differences either way.
+                rid, _ = run_job(defs, instance, "daily_reconciliation", raise_on_error=False,
+                                 asset_selection=reconciliation_selection(defs))
             report.run_ids["daily_reconciliation"] = rid
             _read_reconciliation(settings, report)
         lap("reconcile")
@@ -471,11 +536,13 @@ def _read_reconciliation(settings, report: LoopReport) -> None:
 
 # --- the summary ----------------------------------------------------------------------------------
 def _fmt(v: Any) -> str:
+    from rich.markup import escape
+
     if v is None:
         return "-"
     if isinstance(v, int):
         return f"{v:,}"
-    return str(v)
+    return escape(str(v))
 
 
 def _table(title: str, columns: list[str], rows: list[tuple]):
@@ -503,7 +570,8 @@ def print_loop_summary(report: LoopReport, console) -> None:
         f"Execution mode: [bold]{report.execution_mode}[/] for this demo (RECOVERY_EXECUTION_MODE="
         f"live; integration.yaml rollout.mode stays as configured for real runs).")
     rows = []
-    for label, push in zip(("history", "changes"), report.pushes, strict=False):
+    labels = ["history"] + [f"round {i} changes" for i in range(1, len(report.pushes))]
+    for label, push in zip(labels, report.pushes, strict=True):
         for e in PUSHED:
             m = push.get(e, {})
             rows.append((f"{label}: {e}", m.get("rows_read"), m.get("records_sent"),
@@ -533,8 +601,9 @@ def print_loop_summary(report: LoopReport, console) -> None:
         f"recovery decisions; the receiver verified {_fmt(w.get('receiver_requests'))} signed "
         f"deliveries, stored {_fmt(w.get('receiver_stored'))} and deduplicated {_fmt(dedup)} "
         f"(the sandbox re-sent {_fmt(w.get('duplicates_sent'))} on purpose). Polling: "
-        f"{_fmt(report.polled.get('new'))} new actions, {_fmt(report.polled.get('duplicates'))} "
-        f"already known.")
+        f"the provider lists {_fmt(report.polled.get('listed'))} recovery actions, "
+        f"{_fmt(report.polled.get('new_actions'))} stored; a decision that arrives both ways "
+        f"executes once.")
     groups = {(g["business_action"], g["mode"], g["result"]): g["n"]
               for g in report.audit.get("groups", [])}
     console.print(_table("Provider decisions executed in the billing system (audit trail)",
@@ -546,8 +615,8 @@ def print_loop_summary(report: LoopReport, console) -> None:
         f"{len(report.new_transactions_in_canonical)} carried back by the incremental sync "
         f"(months {', '.join(report.sync_months) or '-'}; "
         f"{sum(report.changes.values()) if report.changes else 0} changed rows exported) -> "
-        f"{_fmt((report.pushes[-1].get('transactions') or {}).get('records_sent') if report.pushes else None)}"
-        f" transactions in the second push.")
+        f"{_fmt(report.changes_pushed('transactions'))} transactions pushed back to the provider "
+        f"in {len(report.pushes) - 1} round(s).")
     if report.recovered:
         console.print(_table("Recovered by the loop (invoices paid after a live retry)",
                              ["currency", "invoices", "recovered amount"],
@@ -570,7 +639,7 @@ def print_loop_summary(report: LoopReport, console) -> None:
                       f"currency/country coverage: {len(report.coverage or [])} keys, "
                       f"{len(bad_cov)} mismatched.")
         for r in diffs[:10]:
-            console.print(f"  [red]MISMATCH[/] {r['month']} {r['measure']}: billing {r['billing']} "
+            console.print(f"  [red]MISMATCH[/] {r['month']} {_fmt(r['measure'])}: billing {r['billing']} "
                           f"vs provider {r['provider']}")
         mism = report.mismatches or []
         if mism:

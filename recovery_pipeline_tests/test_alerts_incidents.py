@@ -73,3 +73,18 @@ def test_sync_resolves_keys_that_are_no_longer_bad(engine):
         result = inc.sync("polling_stopped:", {"polling_stopped:b": ("ERROR", "b stopped")})
         assert result == {"fired": [], "resolved": ["polling_stopped:a"]}
         assert len(cap.alerts()) == 2 and len(cap.resolutions()) == 1
+
+
+@pytest.mark.postgres
+def test_incidents_work_on_a_postgres_ops_store(pg_url):
+    eng = create_ops_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+    init_ops_store(eng)
+    try:
+        with slack_capture() as cap:
+            inc = Incidents(eng, AlertSink(slack_webhook_url=cap.url))
+            assert inc.fire("dead_letters_piling_up", "ERROR", "12 dead letters")
+            assert not inc.fire("dead_letters_piling_up", "ERROR", "12 dead letters")
+            assert inc.resolve("dead_letters_piling_up")
+            assert len(cap.alerts()) == 1 and len(cap.resolutions()) == 1
+    finally:
+        eng.dispose()

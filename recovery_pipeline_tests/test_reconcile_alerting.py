@@ -163,3 +163,5 @@ def test_recovery_kpis_carry_a_chart_when_parity_passes(world):
     assert meta["chart"].value.startswith("![recovery rate")
     assert "data:image/png;base64," in meta["chart"].value
     assert 0 < meta["recovery_rate"].value < 1
+    with open(meta["chart_file"].value, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

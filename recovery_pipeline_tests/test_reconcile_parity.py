@@ -156,3 +156,4 @@ def test_reconcile_summary_prints_totals_and_the_month_that_differs(billing):
     text = out.getvalue()
     assert bad == 2  # the month and the total
     assert f"{month}" in text and "MISMATCH" in text and "state mismatches: not computed yet" in text
+    assert "invoice_outcomes[paid_after_failure]" in text

@@ -1,6 +1,7 @@
 -- canonical.quarantine: raw rows the canonical tables reject, one row per (entity, record, reason).
 -- reasons: missing_currency, unknown_currency, negative_amount, unknown_state, orphan_invoice,
--- orphan_transaction, future_timestamp, card_number_like, invalid_value (a value that did not parse).
+-- orphan_transaction, future_timestamp, card_number_like, invalid_value (a value that did not parse,
+-- or a missing primary key: record_id null, one row for the month's id-less records).
 -- only the latest version of a record (by updated_at) is judged. row_json never holds a card
 -- number: the raw load already masked it (ingest/cardscan.py) and flagged _card_like_columns.
 -- parameters: $month (yyyy-mm, the partition), $as_of (timestamps after it are "in the future").
@@ -68,7 +69,10 @@ subs_flags as (
         (st.status is null) as is_unknown_state,
         (s.created_at > $as_of or s.updated_at > $as_of) as is_future,
         (s._card_like_columns is not null) as is_card_like,
-        (s._invalid_columns is not null or s.created_at is null or s.updated_at is null) as is_invalid
+        (
+            s._invalid_columns is not null or s.created_at is null or s.updated_at is null
+            or s.subscription_id is null
+        ) as is_invalid
     from subs as s
     left join reference.currencies as cur on cur.code = upper(s.currency)
     left join subscription_states as st on st.status = s.status
@@ -115,7 +119,10 @@ inv_flags as (
         end as orphan_detail,
         (i.created_at > $as_of or i.updated_at > $as_of or i.paid_at > $as_of) as is_future,
         (i._card_like_columns is not null) as is_card_like,
-        (i._invalid_columns is not null or i.created_at is null or i.updated_at is null) as is_invalid
+        (
+            i._invalid_columns is not null or i.created_at is null or i.updated_at is null
+            or i.invoice_id is null
+        ) as is_invalid
     from inv as i
     left join reference.currencies as cur on cur.code = upper(i.currency)
     left join invoice_states as st on st.status = i.status
@@ -153,7 +160,10 @@ tx_flags as (
         ) as is_orphan,
         (t.created_at > $as_of or t.updated_at > $as_of) as is_future,
         (t._card_like_columns is not null) as is_card_like,
-        (t._invalid_columns is not null or t.created_at is null or t.updated_at is null) as is_invalid
+        (
+            t._invalid_columns is not null or t.created_at is null or t.updated_at is null
+            or t.transaction_id is null
+        ) as is_invalid
     from tx as t
     left join reference.currencies as cur on cur.code = upper(t.currency)
     left join transaction_states as st on st.status = t.status
@@ -200,7 +210,7 @@ rejections as (
     from subs_checked where is_unknown_state
     union all
     select 'subscriptions', subscription_id, _month, 'future_timestamp',
-        'created_at ' || cast(created_at as varchar) || ', updated_at ' || cast(updated_at as varchar) || ' (in the future)', row_json, _loaded_at
+        'created_at ' || coalesce(cast(created_at as varchar), '(null)') || ', updated_at ' || coalesce(cast(updated_at as varchar), '(null)') || ' (in the future)', row_json, _loaded_at
     from subs_checked where is_future
     union all
     select 'subscriptions', subscription_id, _month, 'card_number_like',
@@ -208,7 +218,10 @@ rejections as (
     from subs_checked where is_card_like
     union all
     select 'subscriptions', subscription_id, _month, 'invalid_value',
-        'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
+        case
+            when subscription_id is null and _invalid_columns is null then 'missing subscription_id'
+            else 'unparseable: ' || coalesce(_invalid_columns, 'created_at')
+        end, row_json, _loaded_at
     from subs_checked where is_invalid
     -- invoices
     union all
@@ -240,7 +253,10 @@ rejections as (
     from inv_checked where is_card_like
     union all
     select 'invoices', invoice_id, _month, 'invalid_value',
-        'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
+        case
+            when invoice_id is null and _invalid_columns is null then 'missing invoice_id'
+            else 'unparseable: ' || coalesce(_invalid_columns, 'created_at')
+        end, row_json, _loaded_at
     from inv_checked where is_invalid
     -- transactions
     union all
@@ -264,7 +280,7 @@ rejections as (
     from tx_checked where is_orphan
     union all
     select 'transactions', transaction_id, _month, 'future_timestamp',
-        'created_at ' || cast(created_at as varchar) || ', updated_at ' || cast(updated_at as varchar) || ' (in the future)', row_json, _loaded_at
+        'created_at ' || coalesce(cast(created_at as varchar), '(null)') || ', updated_at ' || coalesce(cast(updated_at as varchar), '(null)') || ' (in the future)', row_json, _loaded_at
     from tx_checked where is_future
     union all
     select 'transactions', transaction_id, _month, 'card_number_like',
@@ -272,7 +288,10 @@ rejections as (
     from tx_checked where is_card_like
     union all
     select 'transactions', transaction_id, _month, 'invalid_value',
-        'unparseable: ' || coalesce(_invalid_columns, 'created_at'), row_json, _loaded_at
+        case
+            when transaction_id is null and _invalid_columns is null then 'missing transaction_id'
+            else 'unparseable: ' || coalesce(_invalid_columns, 'created_at')
+        end, row_json, _loaded_at
     from tx_checked where is_invalid
 )
 

@@ -99,6 +99,8 @@ def register(sub) -> None:
     p.add_argument("--invoices-per-month", type=int, default=1500)
     p.add_argument("--bad-row-fraction", type=float, default=0.002)
     p.add_argument("--keep", action="store_true", help="keep existing data (default: start fresh)")
+    p.add_argument("--no-loop", action="store_true",
+                   help="stop after the backfill (skip push, decisions, execution, reconciliation)")
     p.set_defaults(func=run)
 
 
@@ -141,4 +143,8 @@ def run(args) -> int:
     console.print(f"Backfill: {len(months)} months in {report.seconds:.1f}s "
                   f"({len(report.run_ids)} Dagster runs under {settings.dagster_home})\n")
     print_summary(settings.warehouse, console)
+    if not args.no_loop:  # the whole loop: push, decisions, live execution, sync back, parity
+        from recovery_pipeline.demo_loop import run_loop
+
+        run_loop(console, settings, fresh=not args.keep)
     return 0

@@ -15,28 +15,33 @@ def print_summary(con, *, all_rows: bool = False, limit: int = 20, console=None)
     """Print parity (totals + any month that differs), coverage problems and mismatches.
     Returns the number of parity rows that differ beyond tolerance."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from recovery_pipeline.reconciliation import mismatches, parity_table
     from recovery_pipeline.reconciliation.parity import coverage_summary
 
-    console = console or Console()
+    if console is None:
+        import shutil
+
+        console = Console(width=max(110, shutil.get_terminal_size().columns))
     rows = parity_table(con)
     bad = [r for r in rows if r["status"] == "MISMATCH"]
     shown = rows if all_rows else [r for r in rows if r["month"] == "total" or r["status"] != "ok"]
     t = Table(title="Billing vs provider (monthly parity)")
     for col in ("month", "measure", "billing", "provider", "difference", "status"):
-        t.add_column(col, justify="right" if col in ("billing", "provider", "difference") else "left")
+        t.add_column(col, justify="right" if col in ("billing", "provider", "difference") else "left",
+                     no_wrap=True)
     for r in shown:
-        t.add_row(r["month"], r["measure"], str(r["billing"]), str(r["provider"]),
-                  str(r["difference"]), r["status"])
+        t.add_row(*(escape(str(r[c])) for c in ("month", "measure", "billing", "provider",
+                                                 "difference", "status")))
     console.print(t)
     cov = [c for c in coverage_summary(con) if c["status"] != "ok"]
     console.print(f"currency/country coverage: "
                   f"{'all keys agree' if not cov else f'{len(cov)} key(s) differ or are not reported'}")
     for c in cov[:20]:
-        console.print(f"  {c['dimension']} {c['key'] or '(none)'}: billing {c['billing']} vs "
-                      f"provider {c['provider']} ({c['status']})")
+        console.print(escape(f"  {c['dimension']} {c['key'] or '(none)'}: billing {c['billing']} vs "
+                             f"provider {c['provider']} ({c['status']})"))
     try:
         mm = mismatches(con, limit)
     except Exception:  # noqa: BLE001 - the table does not exist before the first run
@@ -50,8 +55,8 @@ def print_summary(con, *, all_rows: bool = False, limit: int = 20, console=None)
         for col in ("kind", "invoice_id", "month", "billing_state", "provider_state", "age_hours"):
             mt.add_column(col)
         for m in mm:
-            mt.add_row(*(str(m[c]) for c in ("kind", "invoice_id", "month", "billing_state",
-                                              "provider_state", "age_hours")))
+            mt.add_row(*(escape(str(m[c])) for c in ("kind", "invoice_id", "month", "billing_state",
+                                                      "provider_state", "age_hours")))
         console.print(mt)
     return len(bad)
 

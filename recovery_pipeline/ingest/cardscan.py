@@ -19,15 +19,17 @@ CANDIDATE_PATTERN = r"\d(?:[ -]?\d){12,18}"
 # 4242" is a card number; the digits inside an id such as "ch_7b3e5204..." or "pm_12345..." are not
 _CANDIDATE = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z_])")
 
-# Columns that may carry a pasted card number (card-like or free-text fields), per entity.
+# Columns that may carry a pasted card number, per entity: every text column but the record ids
+# (card-like and free-text fields, and the short code columns - status, currency, country - which
+# a broken export can fill with anything; they cost nothing here while shorter than 13 characters).
 CARD_SCAN_COLUMNS: dict[str, tuple[str, ...]] = {
-    "customers": ("email",),
-    "subscriptions": ("plan_id", "business_entity"),
-    "invoices": ("business_entity",),
+    "customers": ("email", "country"),
+    "subscriptions": ("plan_id", "business_entity", "status", "currency", "billing_period_unit"),
+    "invoices": ("business_entity", "status", "currency"),
     "transactions": (
         "gateway_transaction_id", "gateway_status", "decline_code", "decline_message",
         "payment_method_type", "payment_method_token", "card_brand", "card_bin",
-        "card_fingerprint", "card_country",
+        "card_fingerprint", "card_country", "status", "currency", "gateway",
     ),
 }
 

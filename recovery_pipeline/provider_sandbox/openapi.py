@@ -110,7 +110,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/recovery_actions": {"get": {
                 "summary": "Slicker: list recovery actions", "security": [{"bearer": []}],
                 "parameters": [{"name": n, "in": "query", "schema": s} for n, s in (
-                    ("pageSize", {"type": "integer", "default": 20, "maximum": 100}),
+                    ("pageSize", {"type": "integer", "default": 20, "minimum": 1, "maximum": 100}),
                     ("pageToken", S), ("invoiceId", S), ("subscriptionId", S),
                     ("transactionId", S),
                     ("orderBy", {"type": "string", "enum": [
@@ -120,6 +120,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _resp("a page", _obj({
                     "recoveryActions": {"type": "array", "items": ACTION},
                     "nextPageToken": S, "totalSize": I, "requestId": S})),
+                    "400": _resp("invalid pageSize or pageToken"),
                     "401": _resp("unauthorized")}}},
             "/api/recovery/execute": {"post": {
                 "summary": "Revtain: execute recovery of a failed charge",
@@ -142,22 +143,27 @@ def openapi_document() -> dict[str, Any]:
             "/api/recovery/pulse": {"post": {
                 "summary": "Revtain: report a successful organic charge",
                 "security": [{"apiKey": []}],
-                "responses": {"200": _resp("received", _obj({"requestId": S, "received": I}))}}},
+                "responses": {"200": _resp("received", _obj({"requestId": S, "received": I})),
+                              "400": _resp("validation failed"),
+                              "401": _resp("missing or invalid X-API-KEY")}}},
             "/api/recovery/status": {"get": {
                 "summary": "Revtain: outcome of an execution", "security": [{"apiKey": []}],
                 "parameters": [{"name": "idempotencyKey", "in": "query", "required": True,
                                 "schema": S}],
                 "responses": {"200": _resp("status", _obj({
                     "idempotencyKey": S, "transactionId": S, "status": S, "success": B,
-                    "cardUpdateUrl": S})), "404": _resp("unknown key")}}},
+                    "cardUpdateUrl": S})), "400": _resp("missing idempotencyKey"),
+                    "401": _resp("missing or invalid X-API-KEY"), "404": _resp("unknown key")}}},
             "/recover/payments": {"post": {
                 "summary": "Butter: send payments (one object, or {payments: [...]})",
                 "security": [{"apiKey": []}],
                 "responses": {"200": _resp("accepted"), "400": _resp("validation failed"),
+                              "401": _resp("missing or invalid x-api-key"),
                               "429": _resp("rate limited", headers=RETRY_AFTER)}}},
             "/payment_method_updates": {"post": {
                 "summary": "Butter: payment method updates", "security": [{"apiKey": []}],
-                "responses": {"200": _resp("received")}}},
+                "responses": {"200": _resp("received"), "400": _resp("validation failed"),
+                              "401": _resp("missing or invalid x-api-key")}}},
             "/sandbox/counts": {"get": {"summary": "what the sandbox holds, per month",
                                         "responses": {"200": _resp("counts", _obj({
                                             "months": {"type": "object",
@@ -180,14 +186,16 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "delete a held record (tests make a mismatch)",
                 "parameters": [{"name": "entity", "in": "path", "required": True, "schema": S},
                                {"name": "record_id", "in": "path", "required": True, "schema": S}],
-                "responses": {"200": _resp("deleted?", _obj({"deleted": B}))}}},
+                "responses": {"200": _resp("deleted?", _obj({"deleted": B})),
+                              "404": _resp("unknown entity")}}},
             "/sandbox/deliver": {"post": {
                 "summary": "deliver every pending webhook now ({settle: true} also settles queued"
                            " Revtain executions)",
                 "responses": {"200": _resp("delivery pass", _obj({
                     "attempted": I, "delivered": I, "failed": I, "gave_up": I}))}}},
             "/sandbox/events": {"post": {"summary": "queue an arbitrary provider event",
-                                         "responses": {"200": _resp("queued", _obj({"id": S}))}}},
+                                         "responses": {"200": _resp("queued", _obj({"id": S})),
+                                                       "400": _resp("not a JSON object / bad event")}}},
             "/sandbox/outbox": {"get": {"summary": "webhook outbox",
                                         "responses": {"200": _resp("rows", {"type": "array"})}}},
             "/healthz": {"get": {"responses": {"200": _resp("ok", _obj({"ok": B}))}}},

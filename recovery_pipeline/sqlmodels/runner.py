@@ -178,6 +178,8 @@ class DuckDBWarehouse(Warehouse):
         else:
             raise last  # type: ignore[misc]
         self.con.execute("SET TimeZone = 'UTC'")
+        # one checkpoint when the connection closes, not one per commit of a month's rows
+        self.con.execute("SET checkpoint_threshold = '1GB'")
 
     def execute(self, sql, params=None):
         self.con.execute(sql, _used(sql, params))
@@ -350,6 +352,17 @@ def run_month(target: str, month: str, models: list[SqlModel] | None = None,
     with warehouse(target) as wh:
         prepare(wh)
         return [materialize_partition(wh, m, month, as_of) for m in models]
+
+
+def run_months(target: str, months: list[str], models: list[SqlModel] | None = None,
+               as_of: datetime | None = None) -> list[ModelResult]:
+    """Materialize every model for every month on one connection, model by model (dependency
+    order), month by month within a model: what a single-run Dagster backfill does."""
+    models = models if models is not None else discover(schema="canonical")
+    as_of = as_of or datetime.now(UTC)
+    with warehouse(target) as wh:
+        prepare(wh)
+        return [materialize_partition(wh, m, month, as_of) for m in models for month in months]
 
 
 def markdown_preview(wh: Warehouse, table: str, month: str, columns: list[str] | None = None,

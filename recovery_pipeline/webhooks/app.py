@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from recovery_pipeline import settings as settings_mod
 from recovery_pipeline.opsstore.store import create_ops_engine, init_ops_store
-from recovery_pipeline.webhooks import signing
+from recovery_pipeline.webhooks import redact, signing
 from recovery_pipeline.webhooks.inbox import (
     BadPayload,
     GroupCommitWriter,
@@ -131,6 +131,7 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
 
     async def reject(provider: str, status: int, reason: str) -> Response:
         provider = provider[:32].encode("unicode_escape").decode("ascii")  # path text: no log injection
+        provider = redact.mask_card_numbers_in_text(provider)
         log.warning("webhook rejected provider=%s status=%d reason=%s", provider[:32], status, reason)
         writer: GroupCommitWriter | None = state.get("writer")
         if writer is not None:
@@ -161,7 +162,15 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
             event_id, event_type = extract_event(provider, headers, body)
         except BadPayload as exc:
             return await reject(provider, 400, str(exc))
-        row = inbox_row(provider, event_id, event_type, json.dumps(signing.redact_headers(headers)), body)
+        # card numbers are never stored or logged (DESIGN.md): mask them in what is kept
+        stored_body, masked = redact.mask_card_numbers_in_body(body)
+        event_id = redact.mask_card_numbers_in_text(event_id)
+        event_type = redact.mask_card_numbers_in_text(event_type)
+        if masked:
+            log.warning("webhook card number masked before storing provider=%s", provider)
+        safe_headers = {k: redact.mask_card_numbers_in_text(v)
+                        for k, v in signing.redact_headers(headers).items()}
+        row = inbox_row(provider, event_id, event_type, json.dumps(safe_headers), stored_body)
         try:
             writer = state.get("writer")
             if writer is None:  # served without the lifespan: no store, so no acknowledgement

@@ -205,7 +205,8 @@ def verify_standard(headers: Mapping[str, str], body: bytes, secret: str, now: f
         raise MissingSignature("missing webhook-id, webhook-timestamp or webhook-signature header")
     try:
         ts = int(ts_raw.strip())
-    except ValueError:
+        datetime.fromtimestamp(ts, tz=UTC)  # out of range (fuzz: 10**20) -> not a timestamp, no 500
+    except (ValueError, OverflowError, OSError):
         raise SignatureError("webhook-timestamp is not unix seconds") from None
     try:
         data = bytes(body).decode()

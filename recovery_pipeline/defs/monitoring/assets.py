@@ -2,6 +2,7 @@
 
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -10,7 +11,12 @@ import dagster as dg
 from recovery_pipeline.monitoring.charts import png_markdown, recovery_chart_png
 from recovery_pipeline.monitoring.health import pipeline_health as health_metrics
 from recovery_pipeline.reconciliation import sqlrun
-from recovery_pipeline.resources import OpsStoreResource, ReconciliationConfig, WarehouseResource
+from recovery_pipeline.resources import (
+    OpsStoreResource,
+    PipelineSettingsResource,
+    ReconciliationConfig,
+    WarehouseResource,
+)
 
 
 def _deps(schema: str, name: str, extra: list[dg.AssetKey] | None = None) -> list[dg.AssetKey]:
@@ -74,7 +80,8 @@ def pipeline_health(warehouse: WarehouseResource, ops_store: OpsStoreResource,
     kinds={"duckdb", "sql"},
     deps=_deps("monitoring", "recovery_kpis", [dg.AssetKey(["reconciliation", "monthly_parity"])]),
 )
-def recovery_kpis(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recovery_kpis(warehouse: WarehouseResource,
+                  pipeline_settings: PipelineSettingsResource) -> dg.MaterializeResult:
     """Recovery KPIs by invoice month: of the invoices with a failed payment, the share paid
     after the failure (recovery rate) and the share that ended unrecovered (failed-recovery
     rate), and the amount recovered per currency. Published only after the parity checks pass
@@ -87,8 +94,13 @@ def recovery_kpis(warehouse: WarehouseResource) -> dg.MaterializeResult:
     failed = int(overall["failed_invoices"].sum())
     recovered = int(overall["recovered_invoices"].sum())
     unrecovered = int(overall["unrecovered_invoices"].sum())
-    chart = png_markdown(recovery_chart_png(kpis), "recovery rate and recovered amount by month") \
-        if len(overall) else "(no data)"
+    chart, chart_file = "(no data)", None
+    if len(overall):
+        png = recovery_chart_png(kpis)
+        chart = png_markdown(png, "recovery rate and recovered amount by month")
+        chart_file = Path(pipeline_settings.data_dir) / "charts" / "recovery_kpis.png"
+        chart_file.parent.mkdir(parents=True, exist_ok=True)
+        chart_file.write_bytes(png)
     amounts = (kpis[kpis["currency"] != "all"].groupby("currency")["recovered_amount_minor"].sum()
                .sort_values(ascending=False).head(10))
     return dg.MaterializeResult(metadata={
@@ -100,6 +112,7 @@ def recovery_kpis(warehouse: WarehouseResource) -> dg.MaterializeResult:
         "recovered_amount_minor_by_currency": dg.MetadataValue.json(
             {k: int(v) for k, v in amounts.items()}),
         "chart": dg.MetadataValue.md(chart),
+        "chart_file": dg.MetadataValue.path(str(chart_file)) if chart_file else dg.MetadataValue.null(),
         "by_month": dg.MetadataValue.md(
             overall[["month", "failed_invoices", "recovered_invoices", "unrecovered_invoices",
                      "recovery_rate", "failed_recovery_rate"]].to_markdown(index=False)
