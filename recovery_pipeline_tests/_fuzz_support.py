@@ -44,16 +44,25 @@ def format_card(card: str, style: str) -> str:
     return card
 
 
-_RUN = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z_])")
+_RUN = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d)*(?![0-9A-Za-z_])")
 
 
 def card_numbers_in(text: str) -> list[str]:
-    """Luhn-valid 13-19 digit numbers standing on their own in ``text`` (separators allowed)."""
+    """Luhn-valid 13-19 digit numbers standing on their own in ``text``: the whole of a run of digit
+    groups (single spaces or dashes between them), or any window of consecutive groups of it
+    ("4242 4242 4242 4242 123" holds a card number followed by a CVC)."""
     out = []
     for m in _RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            out.append(digits)
+        groups = re.split(r"[ -]", m.group(0))
+        whole = "".join(groups)
+        if 13 <= len(whole) <= 19 and luhn_ok(whole):
+            out.append(whole)
+            continue
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups) + 1):
+                digits = "".join(groups[i:j])
+                if 13 <= len(digits) <= 19 and luhn_ok(digits):
+                    out.append(digits)
     return out
 
 

@@ -108,7 +108,8 @@ def mutations(draw, entity: str) -> tuple[dict, list[str]]:
         col = draw(st.sampled_from(CARD_FIELDS[entity]))
         card, style = draw(cards)
         before, after = draw(free_text), draw(free_text)
-        out[col] = f"{before} {format_card(card, style)} {after}".strip()
+        tail = draw(st.sampled_from(["", " 123", "-12", " 12/27", " 4000056655665556"]))  # CVC, expiry, 2nd card
+        out[col] = f"{before} {format_card(card, style)}{tail} {after}".strip()
         carried.append(card)
     return out, carried
 
@@ -280,3 +281,17 @@ def test_rows_without_a_primary_key_are_quarantined_not_dropped(tmp_path):
     assert q == [("invoices", None, "invalid_value", "missing invoice_id"),
                  ("transactions", None, "invalid_value", "missing transaction_id")]
     assert query(cfg, "select count(*) from canonical.invoices")[0][0] == 2
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(card=cards, before=free_text, after=free_text,
+       tail=st.sampled_from(["", " 123", "-12", " 12/27", " 7", "-0000"]))
+def test_card_number_pasted_in_any_text_is_masked_by_the_raw_contract(card, before, after, tail):
+    from recovery_pipeline.ingest.cardscan import mask_card_numbers
+
+    number, style = card
+    value = f"{before} {format_card(number, style)}{tail} {after}"
+    masked, found = mask_card_numbers(value)
+    assert found
+    assert not contains_any(masked, [number]) and not card_numbers_in(masked)
+    assert masked.endswith(f" {after}") and masked.startswith(f"{before} ")  # the rest is kept

@@ -135,8 +135,8 @@ class BillingEngine:
                 result = fn(conn, inv, now)
                 res = conn.execute(bdb.insert_or_ignore(IDEM, conn).values(
                     key=key, action=action, invoice_id=invoice_id, status_code=200,
-                    response_json=json.dumps(result), created_at=now))
-                if res.rowcount == 0:
+                    response_json=json.dumps(result), created_at=now).returning(IDEM.c.key))
+                if res.first() is None:  # RETURNING, not rowcount (psycopg 3 reports -1)
                     raise _LostRace
                 return result
         except _LostRace:

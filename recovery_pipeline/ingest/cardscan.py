@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 CANDIDATE_PATTERN = r"\d(?:[ -]?\d){12,18}"
 # a run standing on its own, not glued to an identifier: "4242424242424242" or "card 4242 4242 4242
 # 4242" is a card number; the digits inside an id such as "ch_7b3e5204..." or "pm_12345..." are not
-_CANDIDATE = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z_])")
+_CANDIDATE = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){12,}(?![0-9A-Za-z_])")
+_SEPARATOR = re.compile(r"([ -])")
 
 # Columns that may carry a pasted card number, per entity: every text column but the record ids
 # (card-like and free-text fields, and the short code columns - status, currency, country - which
@@ -48,6 +49,31 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _mask_groups(run: str) -> tuple[str, bool]:
+    """A run of digit groups ("4242 4242 4242 4242 123": a card then a CVC or an expiry) whose
+    whole is not a card number: mask every window of consecutive groups that is one (13-19
+    digits, Luhn-valid; longest first), keeping its last four digits and the separators."""
+    parts = _SEPARATOR.split(run)
+    groups, seps = parts[0::2], parts[1::2]
+    out = list(groups)
+    hit = False
+    i = 0
+    while i < len(groups):
+        for j in range(len(groups), i, -1):
+            if 13 <= len("".join(groups[i:j])) <= 19 and luhn_valid("".join(groups[i:j])):
+                keep = 4
+                for k in range(j - 1, i - 1, -1):
+                    g = groups[k]
+                    out[k] = "*" * (len(g) - min(keep, len(g))) + (g[len(g) - keep:] if keep else "")
+                    keep = max(0, keep - len(g))
+                hit = True
+                i = j
+                break
+        else:
+            i += 1
+    return "".join(g + (seps[n] if n < len(seps) else "") for n, g in enumerate(out)), hit
+
+
 def mask_card_numbers(value: str | None) -> tuple[str | None, bool]:
     """Return (value with Luhn-valid 13-19 digit runs masked, whether anything was masked)."""
     if not value:
@@ -60,7 +86,9 @@ def mask_card_numbers(value: str | None) -> tuple[str | None, bool]:
         if luhn_valid(digits):
             found = True
             return "*" * (len(digits) - 4) + digits[-4:]
-        return m.group(0)
+        masked, hit = _mask_groups(m.group(0))
+        found = found or hit
+        return masked
 
     masked = _CANDIDATE.sub(_sub, value)
     return masked, found

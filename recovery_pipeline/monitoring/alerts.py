@@ -28,7 +28,7 @@ import httpx
 import sqlalchemy as sa
 
 from recovery_pipeline.opsstore.models import alert_incidents
-from recovery_pipeline.opsstore.store import insert_or_ignore, utcnow
+from recovery_pipeline.opsstore.store import try_insert, utcnow
 
 log = logging.getLogger("recovery_pipeline.alerts")
 
@@ -143,9 +143,9 @@ class Incidents:
         now = now or utcnow()
         t = alert_incidents
         with self.engine.begin() as conn:
-            inserted = conn.execute(insert_or_ignore(t, conn).values(
-                incident_key=key, status="firing", severity=severity, message=message,
-                first_fired_at=now, last_seen_at=now, resolved_at=None)).rowcount
+            inserted = try_insert(
+                conn, t, incident_key=key, status="firing", severity=severity, message=message,
+                first_fired_at=now, last_seen_at=now, resolved_at=None)
             previous = None
             if not inserted:
                 previous = conn.execute(sa.select(t).where(t.c.incident_key == key)).mappings().one()

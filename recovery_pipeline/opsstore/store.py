@@ -75,3 +75,13 @@ def store_payload(conn: sa.Connection, body: str) -> str:
 
 def load_payload(conn: sa.Connection, ref: str) -> str | None:
     return conn.execute(sa.select(payloads.c.body).where(payloads.c.ref == ref)).scalar_one_or_none()
+
+
+def try_insert(conn: sa.Connection, table: sa.Table, **values) -> bool:
+    """Insert-or-ignore one row; True when it was inserted, False when a unique key already held it.
+
+    Uses RETURNING, not ``rowcount``: psycopg 3 reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    """
+    key = list(table.primary_key.columns)[0]
+    stmt = insert_or_ignore(table, conn).values(**values).returning(key)
+    return conn.execute(stmt).first() is not None

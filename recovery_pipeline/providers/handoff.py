@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from recovery_pipeline.opsstore.models import handoffs
-from recovery_pipeline.opsstore.store import insert_or_ignore, store_payload, utcnow
+from recovery_pipeline.opsstore.store import insert_or_ignore, store_payload, try_insert, utcnow
 from recovery_pipeline.providers.base import iso_utc
 from recovery_pipeline.providers.http import ProviderClient
 from recovery_pipeline.providers.push import PushSettings, _dead_letter, _log_request, push_entity
@@ -195,10 +195,10 @@ def handoff_failures(engine: sa.Engine, client: ProviderClient, txns: Iterable[d
             continue
         now = utcnow()
         with engine.begin() as conn:
-            inserted = conn.execute(insert_or_ignore(handoffs, conn).values(
-                provider=provider, idempotency_key=invoice_id, invoice_id=invoice_id,
+            inserted = try_insert(
+                conn, handoffs, provider=provider, idempotency_key=invoice_id, invoice_id=invoice_id,
                 transaction_id=str(txn["transaction_id"]), status="accepted", created_at=now,
-                updated_at=now)).rowcount
+                updated_at=now)
             row = _row(conn, provider, invoice_id)
         if inserted:
             stats.count("accepted")

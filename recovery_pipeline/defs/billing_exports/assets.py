@@ -15,6 +15,7 @@ from recovery_pipeline.ingest.pipeline import load_raw
 from recovery_pipeline.integration import load_integration
 from recovery_pipeline.resources import (
     BillingDatabaseResource,
+    OpsStoreResource,
     PipelineSettingsResource,
     WarehouseResource,
 )
@@ -60,6 +61,7 @@ def billing_raw_load(
     warehouse: WarehouseResource,
     billing_db: BillingDatabaseResource,
     pipeline_settings: PipelineSettingsResource,
+    ops_store: OpsStoreResource,
 ):
     """Load the partition's month(s) of billing data into ``billing_raw`` with dlt (only what is new).
 
@@ -69,14 +71,13 @@ def billing_raw_load(
     cfg = load_integration(pipeline_settings.integration_file)
     kind = cfg.source_kind()
     if kind == "stripe":
-        raise dg.Failure(
-            "source.kind is 'stripe': Stripe data is loaded by the stripe_connector, "
-            "not by the export/database loader", allow_retries=False)
-    summary = load_raw(
-        kind, months, warehouse=warehouse.target, data_dir=pipeline_settings.data_dir,
-        exports_dir=pipeline_settings.exports_dir, billing_db_url=billing_db.url,
-        primary_keys=cfg.canonical_ids, formats=tuple(cfg.source.formats),
-    )
+        summary = _load_stripe(months, warehouse, pipeline_settings, ops_store)
+    else:
+        summary = load_raw(
+            kind, months, warehouse=warehouse.target, data_dir=pipeline_settings.data_dir,
+            exports_dir=pipeline_settings.exports_dir, billing_db_url=billing_db.url,
+            primary_keys=cfg.canonical_ids, formats=tuple(cfg.source.formats),
+        )
     context.log.info(f"{kind}: loaded {summary.total_rows} rows for {', '.join(months)} in "
                      f"{summary.seconds:.1f}s")
     with open_warehouse(warehouse.target) as wh:
@@ -104,3 +105,22 @@ def billing_raw_load(
                         month_column="_month")),
                 },
             )
+
+
+def _load_stripe(months, warehouse, pipeline_settings, ops_store):
+    """Stripe as the billing source: the verified event store, plus the Stripe API (backfill by
+    ``created`` range of the partition months) when ``STRIPE_API_KEY`` is set."""
+    import os
+    from datetime import UTC, datetime
+
+    from recovery_pipeline.stripe_connector.raw_load import load_stripe_raw
+
+    first, last = months[0], months[-1]
+    start = datetime.strptime(first, "%Y-%m").replace(tzinfo=UTC)
+    y, m = map(int, last.split("-"))
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=UTC)
+    return load_stripe_raw(
+        warehouse=warehouse.target, data_dir=pipeline_settings.data_dir, ops_store_url=ops_store.url,
+        api=bool(os.environ.get("STRIPE_API_KEY")),
+        created_gte=int(start.timestamp()), created_lt=int(end.timestamp()),
+    )
