@@ -1,10 +1,12 @@
 -- canonical.invoice_outcomes: how each invoice of the month ended, from its payment attempts.
 -- outcome: first_attempt_success | paid_after_failure | unrecovered | refunded | voided | open.
--- attempts are read across months (a retry can land in the month after the invoice).
--- parameters: $month (yyyy-mm).
+-- attempts are read across months (a retry can land in the month after the invoice); a run over
+-- month M+1 also re-materializes the earlier months whose invoices got attempts in M+1
+-- (sqlmodels/runner.py DEPENDENT_MONTHS_SQL).
+-- parameters: $month_from, $month_to (yyyy-mm): the partition range materialized in one pass.
 with
 month_invoices as (
-    select * from canonical.invoices where month = $month
+    select * from canonical.invoices where month between $month_from and $month_to
 ),
 
 attempts as (
@@ -15,7 +17,7 @@ attempts as (
         count(case when t.status = 'refunded' then 1 end) as refunds,
         min(case when t.status = 'failed' then t.created_at end) as first_failed_at
     from canonical.transactions as t
-    where t.invoice_id in (select invoice_id from month_invoices)
+    where t.invoice_id in (select mi.invoice_id from month_invoices as mi)
     group by t.invoice_id
 ),
 

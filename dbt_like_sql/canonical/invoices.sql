@@ -1,20 +1,21 @@
 -- canonical.invoices: one row per invoice (latest updated_at wins), quarantined rows excluded.
 -- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
--- parameters: $month (yyyy-mm).
+-- parameters: $month_from, $month_to (yyyy-mm): the partition range materialized in one pass;
+-- a record is deduped within its month (latest updated_at, then _loaded_at).
 with
 versions as (
     select
         i.*,
         row_number() over (
-            partition by i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
+            partition by i._month, i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
         ) as version_rank
     from billing_raw.invoices as i
-    where i._month = $month and i.invoice_id is not null
+    where i._month between $month_from and $month_to and i.invoice_id is not null
 ),
 
 rejected as (
-    select distinct record_id from canonical.quarantine
-    where entity = 'invoices' and month = $month
+    select distinct record_id, month from canonical.quarantine
+    where entity = 'invoices' and month between $month_from and $month_to
 ),
 
 customer_versions as (
@@ -55,4 +56,4 @@ from versions as i
 left join customers as c on c.customer_id = i.customer_id
 where
     i.version_rank = 1
-    and not exists (select 1 from rejected as r where r.record_id = i.invoice_id)
+    and not exists (select 1 from rejected as r where r.record_id = i.invoice_id and r.month = i._month)

@@ -4,16 +4,16 @@
 -- or a missing primary key: record_id null, one row for the month's id-less records).
 -- only the latest version of a record (by updated_at) is judged. row_json never holds a card
 -- number: the raw load already masked it (ingest/cardscan.py) and flagged _card_like_columns.
--- parameters: $month (yyyy-mm, the partition), $as_of (timestamps after it are "in the future").
+-- parameters: $month_from, $month_to (yyyy-mm, the partition range), $as_of (timestamps after it are "in the future").
 with
 subs_versions as (
     select
         s.*,
         row_number() over (
-            partition by s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
+            partition by s._month, s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
         ) as version_rank
     from billing_raw.subscriptions as s
-    where s._month = $month
+    where s._month between $month_from and $month_to
 ),
 
 subs as (
@@ -24,10 +24,10 @@ inv_versions as (
     select
         i.*,
         row_number() over (
-            partition by i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
+            partition by i._month, i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
         ) as version_rank
     from billing_raw.invoices as i
-    where i._month = $month
+    where i._month between $month_from and $month_to
 ),
 
 inv as (
@@ -38,10 +38,10 @@ tx_versions as (
     select
         t.*,
         row_number() over (
-            partition by t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
+            partition by t._month, t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
         ) as version_rank
     from billing_raw.transactions as t
-    where t._month = $month
+    where t._month between $month_from and $month_to
 ),
 
 tx as (

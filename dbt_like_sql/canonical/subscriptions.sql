@@ -1,20 +1,21 @@
 -- canonical.subscriptions: one row per subscription (latest updated_at wins), quarantined rows excluded.
 -- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
--- parameters: $month (yyyy-mm).
+-- parameters: $month_from, $month_to (yyyy-mm): the partition range materialized in one pass;
+-- a record is deduped within its month (latest updated_at, then _loaded_at).
 with
 versions as (
     select
         s.*,
         row_number() over (
-            partition by s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
+            partition by s._month, s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
         ) as version_rank
     from billing_raw.subscriptions as s
-    where s._month = $month and s.subscription_id is not null
+    where s._month between $month_from and $month_to and s.subscription_id is not null
 ),
 
 rejected as (
-    select distinct record_id from canonical.quarantine
-    where entity = 'subscriptions' and month = $month
+    select distinct record_id, month from canonical.quarantine
+    where entity = 'subscriptions' and month between $month_from and $month_to
 ),
 
 customer_versions as (
@@ -54,4 +55,4 @@ from versions as s
 left join customers as c on c.customer_id = s.customer_id
 where
     s.version_rank = 1
-    and not exists (select 1 from rejected as r where r.record_id = s.subscription_id)
+    and not exists (select 1 from rejected as r where r.record_id = s.subscription_id and r.month = s._month)

@@ -1,21 +1,22 @@
 -- canonical.transactions: every payment attempt (failed and successful), one row per transaction
 -- (latest updated_at wins), quarantined rows excluded. A retry is its own transaction row.
 -- columns: the export contract (billing_engine/schema.py) + month (partition) + customer_country.
--- parameters: $month (yyyy-mm).
+-- parameters: $month_from, $month_to (yyyy-mm): the partition range materialized in one pass;
+-- a record is deduped within its month (latest updated_at, then _loaded_at).
 with
 versions as (
     select
         t.*,
         row_number() over (
-            partition by t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
+            partition by t._month, t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
         ) as version_rank
     from billing_raw.transactions as t
-    where t._month = $month and t.transaction_id is not null
+    where t._month between $month_from and $month_to and t.transaction_id is not null
 ),
 
 rejected as (
-    select distinct record_id from canonical.quarantine
-    where entity = 'transactions' and month = $month
+    select distinct record_id, month from canonical.quarantine
+    where entity = 'transactions' and month between $month_from and $month_to
 ),
 
 customer_versions as (
@@ -61,4 +62,4 @@ from versions as t
 left join customers as c on c.customer_id = t.customer_id
 where
     t.version_rank = 1
-    and not exists (select 1 from rejected as r where r.record_id = t.transaction_id)
+    and not exists (select 1 from rejected as r where r.record_id = t.transaction_id and r.month = t._month)

@@ -4,8 +4,10 @@
   (``$month``, ``$as_of``; never formatted into the text).
 * Dependencies are the ``schema.table`` references found by sqlglot (CTE names and the seeded
   ``reference`` schema excluded) -> Dagster asset keys ``[schema, table]``.
-* Materializing a partition: ``delete from <schema>.<name> where month = $month`` then
-  ``insert ... select``, in one transaction; so re-running a month is idempotent.
+* Materializing a partition range (``$month_from``..``$month_to``; a single month is a range of
+  one): ``delete from <schema>.<name> where month between ...`` then one ``insert ... select``
+  over the range, in one transaction; so re-running a month is idempotent and a 12-month
+  backfill is one set-based pass per model. Models bound to ``$month`` alone still run per month.
 * SQL is written in DuckDB's dialect; on a PostgreSQL warehouse it is transpiled with sqlglot
   (``json_object`` -> ``json_build_object``; ``$name`` -> ``%(name)s`` for psycopg).
 """
@@ -180,6 +182,8 @@ class DuckDBWarehouse(Warehouse):
         self.con.execute("SET TimeZone = 'UTC'")
         # one checkpoint when the connection closes, not one per commit of a month's rows
         self.con.execute("SET checkpoint_threshold = '1GB'")
+        # set-based model passes do not need the input order kept (lets DuckDB parallelise more)
+        self.con.execute("SET preserve_insertion_order = false")
 
     def execute(self, sql, params=None):
         self.con.execute(sql, _used(sql, params))
@@ -323,17 +327,102 @@ class ModelResult:
     extra: dict = field(default_factory=dict)
 
 
-def materialize_partition(wh: Warehouse, model: SqlModel, month: str,
-                          as_of: datetime | None = None) -> ModelResult:
-    """Replace ``month``'s rows of ``model`` with the model's SELECT for that month."""
-    started = time.perf_counter()
-    params = {"month": month, "as_of": as_of or datetime.now(UTC)}
-    body = model.sql.strip().rstrip(";")
+# Months outside a run's range whose rows depend on the range's rows, per model: re-materialized
+# with the range. A retry landing in month M+1 for an invoice of month M changes M's outcome, so a
+# (sensor-triggered) run over M+1 also refreshes M's invoice_outcomes.
+DEPENDENT_MONTHS_SQL: dict[str, str] = {
+    "canonical.invoice_outcomes": (
+        "select distinct i.month from canonical.transactions as t "
+        "join canonical.invoices as i on i.invoice_id = t.invoice_id "
+        "where t.month between $month_from and $month_to "
+        "and (i.month < $month_from or i.month > $month_to) order by 1"
+    ),
+}
+
+
+def contiguous_ranges(months: list[str]) -> list[tuple[str, str]]:
+    """``["2025-01", "2025-02", "2025-04"]`` -> ``[("2025-01", "2025-02"), ("2025-04", "2025-04")]``."""
+    def index(m: str) -> int:
+        return int(m[:4]) * 12 + int(m[5:7]) - 1
+
+    out: list[list[str]] = []
+    for m in sorted(set(months)):
+        if out and index(m) == index(out[-1][1]) + 1:
+            out[-1][1] = m
+        else:
+            out.append([m, m])
+    return [(a, b) for a, b in out]
+
+
+def _ensure_table(wh: Warehouse, model: SqlModel, params: dict) -> list[str]:
     wh.execute(f"create schema if not exists {model.schema}")
     cols = wh.columns(model.schema, model.name)
     if not cols:
+        body = model.sql.strip().rstrip(";")
         wh.execute(f"create table {model.table} as select * from ({body}) as q where 1 = 0", params)
         cols = wh.columns(model.schema, model.name)
+    return cols
+
+
+def _replace_range(wh: Warehouse, model: SqlModel, month_from: str, month_to: str,
+                   as_of: datetime) -> dict[str, tuple[int, int]]:
+    """One set-based pass: delete the range's rows, insert the model's SELECT over the range, in one
+    transaction. Returns {month: (rows, deleted)}."""
+    params = {"month_from": month_from, "month_to": month_to, "as_of": as_of}
+    body = model.sql.strip().rstrip(";")
+    cols = _ensure_table(wh, model, params)
+    col_list = ", ".join(cols)
+    where = "month between $month_from and $month_to"
+    count = f"select month, count(*) from {model.table} where {where} group by month"
+    with wh.transaction():
+        before = dict(wh.fetchall(count, params))
+        wh.execute(f"delete from {model.table} where {where}", params)
+        wh.execute(f"insert into {model.table} ({col_list}) select {col_list} from ({body}) as q",
+                   params)
+        after = dict(wh.fetchall(count, params))
+    return {str(m): (int(after.get(m, 0)), int(before.get(m, 0))) for m in set(before) | set(after)}
+
+
+def materialize_range(wh: Warehouse, model: SqlModel, months: list[str],
+                      as_of: datetime | None = None,
+                      refresh_dependents: bool = True) -> list[ModelResult]:
+    """Replace ``months``' rows of ``model`` with its SELECT: one delete + one ``insert ... select``
+    per contiguous range of months (what a single-run backfill over a partition range does), then
+    the months outside the range that depend on it (``DEPENDENT_MONTHS_SQL``). One ModelResult per
+    month (``extra["dependent"]`` marks a month refreshed because of the range)."""
+    as_of = as_of or datetime.now(UTC)
+    wanted = sorted(set(months))
+    if not wanted:
+        return []
+    if "month_from" not in model.params:  # a model written for one month at a time ($month)
+        return [_materialize_one(wh, model, m, as_of) for m in wanted]
+    results: list[ModelResult] = []
+    for month_from, month_to in contiguous_ranges(wanted):
+        started = time.perf_counter()
+        counts = _replace_range(wh, model, month_from, month_to, as_of)
+        seconds = (time.perf_counter() - started) / max(1, len(counts))
+        results += [ModelResult(model.table, m, *counts.get(m, (0, 0)), seconds)
+                    for m in wanted if month_from <= m <= month_to]
+    dependent_sql = DEPENDENT_MONTHS_SQL.get(model.table)
+    if refresh_dependents and dependent_sql:
+        extra: set[str] = set()
+        for month_from, month_to in contiguous_ranges(wanted):
+            extra |= {str(r[0]) for r in wh.fetchall(
+                dependent_sql, {"month_from": month_from, "month_to": month_to})}
+        for month_from, month_to in contiguous_ranges(sorted(extra - set(wanted))):
+            started = time.perf_counter()
+            counts = _replace_range(wh, model, month_from, month_to, as_of)
+            seconds = (time.perf_counter() - started) / max(1, len(counts))
+            results += [ModelResult(model.table, m, rows, deleted, seconds, {"dependent": True})
+                        for m, (rows, deleted) in sorted(counts.items())]
+    return results
+
+
+def _materialize_one(wh: Warehouse, model: SqlModel, month: str, as_of: datetime) -> ModelResult:
+    started = time.perf_counter()
+    params = {"month": month, "as_of": as_of}
+    body = model.sql.strip().rstrip(";")
+    cols = _ensure_table(wh, model, params)
     col_list = ", ".join(cols)
     with wh.transaction():
         deleted = wh.fetchall(f"select count(*) from {model.table} where month = $month", params)[0][0]
@@ -341,14 +430,22 @@ def materialize_partition(wh: Warehouse, model: SqlModel, month: str,
         wh.execute(f"insert into {model.table} ({col_list}) select {col_list} from ({body}) as q",
                    params)
         rows = wh.fetchall(f"select count(*) from {model.table} where month = $month", params)[0][0]
-    return ModelResult(model.table, month, int(rows), int(deleted),
-                       time.perf_counter() - started)
+    return ModelResult(model.table, month, int(rows), int(deleted), time.perf_counter() - started)
+
+
+def materialize_partition(wh: Warehouse, model: SqlModel, month: str,
+                          as_of: datetime | None = None) -> ModelResult:
+    """Replace ``month``'s rows of ``model`` with the model's SELECT for that month (dependent
+    months, see ``materialize_range``, are refreshed too; the result is ``month``'s)."""
+    results = materialize_range(wh, model, [month], as_of)
+    return next(r for r in results if r.month == month)
 
 
 def run_month(target: str, month: str, models: list[SqlModel] | None = None,
               as_of: datetime | None = None) -> list[ModelResult]:
     """Materialize every model (dependency order) for one month."""
     models = models if models is not None else discover(schema="canonical")
+    as_of = as_of or datetime.now(UTC)
     with warehouse(target) as wh:
         prepare(wh)
         return [materialize_partition(wh, m, month, as_of) for m in models]
@@ -357,12 +454,13 @@ def run_month(target: str, month: str, models: list[SqlModel] | None = None,
 def run_months(target: str, months: list[str], models: list[SqlModel] | None = None,
                as_of: datetime | None = None) -> list[ModelResult]:
     """Materialize every model for every month on one connection, model by model (dependency
-    order), month by month within a model: what a single-run Dagster backfill does."""
+    order), one set-based pass over the month range per model: what a single-run Dagster
+    backfill does. One ModelResult per (model, month)."""
     models = models if models is not None else discover(schema="canonical")
     as_of = as_of or datetime.now(UTC)
     with warehouse(target) as wh:
         prepare(wh)
-        return [materialize_partition(wh, m, month, as_of) for m in models for month in months]
+        return [r for m in models for r in materialize_range(wh, m, months, as_of)]
 
 
 def markdown_preview(wh: Warehouse, table: str, month: str, columns: list[str] | None = None,

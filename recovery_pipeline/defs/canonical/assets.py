@@ -2,6 +2,7 @@
 
 Dependencies come from the SQL (sqlglot table references -> asset keys). Materializing a partition
 replaces that month's rows (delete + insert in one transaction): re-running a month is idempotent.
+A run over a partition range (single-run backfill policy) is one set-based pass per model.
 The SQL files are part of the package's source (read like code when the definitions are built).
 """
 
@@ -17,7 +18,7 @@ from recovery_pipeline.sqlmodels.runner import (
     SqlModel,
     discover,
     markdown_preview,
-    materialize_partition,
+    materialize_range,
     prepare,
 )
 from recovery_pipeline.sqlmodels.runner import warehouse as open_warehouse
@@ -82,9 +83,15 @@ def build_canonical_asset(model: SqlModel) -> dg.AssetsDefinition:
         as_of = datetime.now(UTC)
         with open_warehouse(warehouse.target) as wh:
             prepare(wh)
-            results = [materialize_partition(wh, model, m, as_of=as_of) for m in months]
+            everything = materialize_range(wh, model, months, as_of=as_of)
+            results = [r for r in everything if not r.extra.get("dependent")]
+            dependents = [r for r in everything if r.extra.get("dependent")]
             month = months[-1]
             metadata = {
+                # earlier months refreshed because this range changed them (a retry of an
+                # invoice of month M landing in M+1 changes M's outcome)
+                "dependent_months_refreshed": dg.MetadataValue.json(
+                    {r.month: r.rows for r in dependents}),
                 "dagster/row_count": dg.MetadataValue.int(sum(r.rows for r in results)),
                 "rows_by_month": dg.MetadataValue.json({r.month: r.rows for r in results}),
                 "rows_replaced": dg.MetadataValue.int(sum(r.deleted for r in results)),
