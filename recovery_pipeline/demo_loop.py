@@ -545,15 +545,21 @@ def _fmt(v: Any) -> str:
     return escape(str(v))
 
 
-def _table(title: str, columns: list[str], rows: list[tuple]):
+def _table(title: str, columns: list[str], rows: list[tuple], left: int = 1, compact: bool = False):
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+              pad_edge=not compact, collapse_padding=compact)
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        t.add_column(c, justify="left" if i < left else "right", no_wrap=True)
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     return t
+
+
+def _measure(name: str) -> str:
+    return name.replace("invoice_outcomes[", "outcome ").rstrip("]") if "[" in name else name
 
 
 def _money(minor: int, units: int) -> str:
@@ -570,16 +576,16 @@ def print_loop_summary(report: LoopReport, console) -> None:
         f"Execution mode: [bold]{report.execution_mode}[/] for this demo (RECOVERY_EXECUTION_MODE="
         f"live; integration.yaml rollout.mode stays as configured for real runs).")
     rows = []
-    labels = ["history"] + [f"round {i} changes" for i in range(1, len(report.pushes))]
+    labels = ["history"] + [f"round {i}" for i in range(1, len(report.pushes))]
     for label, push in zip(labels, report.pushes, strict=True):
         for e in PUSHED:
             m = push.get(e, {})
-            rows.append((f"{label}: {e}", m.get("rows_read"), m.get("records_sent"),
+            rows.append((label if e == PUSHED[0] else "", e, m.get("records_sent"),
                          m.get("unchanged"), m.get("requests"), m.get("retries"), m.get("429s"),
                          m.get("dead_letters")))
-    console.print(_table("Push to the provider (Dagster job provider_push)",
-                         ["push", "rows", "sent", "unchanged", "requests", "retries", "429s",
-                          "dead letters"], rows))
+    console.print(_table("Push to the provider (Dagster: provider_push; DLQ = dead letters)",
+                         ["push", "entity", "sent", "unchanged", "requests", "retries", "429s",
+                          "DLQ"], rows, left=2, compact=True))
     h = report.handoff
     console.print(f"Failure hand-off: {_fmt(h.get('failed_transactions'))} failed charges, "
                   f"{_fmt(h.get('invoices_considered'))} invoices, sent {_fmt(h.get('sent'))}, "
@@ -606,9 +612,9 @@ def print_loop_summary(report: LoopReport, console) -> None:
         f"executes once.")
     groups = {(g["business_action"], g["mode"], g["result"]): g["n"]
               for g in report.audit.get("groups", [])}
-    console.print(_table("Provider decisions executed in the billing system (audit trail)",
+    console.print(_table("Decisions executed in billing (audit trail)",
                          ["business action", "mode", "result", "actions"],
-                         [(*k, v) for k, v in sorted(groups.items())]))
+                         [(*k, v) for k, v in sorted(groups.items())], left=3))
     console.print(
         f"Loop closed: {len(report.retried_invoices)} invoices retried live -> "
         f"{len(report.new_transactions)} new billing transactions -> "
@@ -630,8 +636,8 @@ def print_loop_summary(report: LoopReport, console) -> None:
         totals = [r for r in report.parity if r["month"] == "total"]
         console.print(_table("Parity, billing vs provider (all months; per-month rows in the UI)",
                              ["measure", "billing", "provider", "difference", "status"],
-                             [(r["measure"], r["billing"], r["provider"], r["difference"], r["status"])
-                              for r in totals]))
+                             [(_measure(r["measure"]), r["billing"], r["provider"], r["difference"],
+                               r["status"]) for r in totals]))
         diffs = report.parity_differences
         per_month = [r for r in report.parity if r["month"] != "total"]
         bad_cov = [c for c in report.coverage or [] if c["status"] == "MISMATCH"]
@@ -639,7 +645,7 @@ def print_loop_summary(report: LoopReport, console) -> None:
                       f"currency/country coverage: {len(report.coverage or [])} keys, "
                       f"{len(bad_cov)} mismatched.")
         for r in diffs[:10]:
-            console.print(f"  [red]MISMATCH[/] {r['month']} {_fmt(r['measure'])}: billing {r['billing']} "
+            console.print(f"  [red]MISMATCH[/] {r['month']} {_fmt(_measure(r['measure']))}: billing {r['billing']} "
                           f"vs provider {r['provider']}")
         mism = report.mismatches or []
         if mism:

@@ -123,7 +123,7 @@ def test_parity_shows_no_difference_between_billing_and_provider(loop):
 def test_summary_prints_each_part_of_the_loop(loop):
     text = loop["text"]
     for heading in ("Push to the provider", "Failure hand-off", "Billing (canonical) next to the "
-                    "provider's counts", "Webhooks:", "Provider decisions executed",
+                    "provider's counts", "Webhooks:", "Decisions executed in billing",
                     "Loop closed:", "Parity, billing vs provider", "State mismatches",
                     "Execution mode: live"):
         assert heading in text, heading

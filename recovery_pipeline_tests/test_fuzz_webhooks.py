@@ -13,12 +13,17 @@ import json
 import logging
 import string
 
-import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from recovery_pipeline.webhooks.signing import signed_headers
-from recovery_pipeline_tests._fuzz_support import card_numbers_in, contains_any, format_card, luhn_card, sql_text_values
+from recovery_pipeline_tests._fuzz_support import (
+    card_numbers_in,
+    contains_any,
+    format_card,
+    luhn_card,
+    sql_text_values,
+)
 from recovery_pipeline_tests._webhook_support import SECRETS, inbox_rows, receiver
 
 PROVIDERS = ("slicker", "revtain", "butter", "standard", "stripe")
@@ -49,7 +54,10 @@ cards = st.builds(lambda body, style: (luhn_card(body), style),
                   st.sampled_from(["plain", "spaces", "dashes"]))
 
 
-numbers_as_text = st.integers(-10**25, 10**25).map(str)
+numbers_as_text = st.one_of(
+    st.sampled_from(["99999999999999999999", "-99999999999999999999", str(2**63), str(10**12), "1e9",
+                     "0x10", "nan"]),
+    st.integers(-10**25, 10**25).map(str))
 # every header a scheme looks for, present but wrong: timestamps far out of range, forged signatures
 scheme_shaped_headers = st.fixed_dictionaries({
     "webhook-id": header_values.filter(bool), "webhook-timestamp": numbers_as_text,
@@ -205,5 +213,14 @@ def test_masked_event_keeps_its_decision_fields(tmp_path):
     assert stored["data"]["actionSuggestion"] == "ACTION_SUGGESTION_RETRY"
     assert stored["data"]["note"] == "card ************4242"
     assert stored["_card_numbers_masked"] is True
-    eng = sa.create_engine(db)
-    eng.dispose()
+
+
+def test_standard_webhook_timestamp_out_of_range_is_401_not_500(tmp_path):
+    """Found by the fuzz above: ``webhook-timestamp: 99999999999999999999`` used to raise
+    OverflowError inside verification (a 500 any unauthenticated client could trigger)."""
+    with receiver(f"sqlite:///{tmp_path / 'ops.db'}") as client:
+        for ts in ("99999999999999999999", "-99999999999999999999"):
+            r = client.post("/webhooks/standard", content=b"{}", headers={
+                "content-type": "application/json", "webhook-id": "msg_1", "webhook-timestamp": ts,
+                "webhook-signature": "v1,Zm9yZ2Vk"})
+            assert r.status_code == 401, r.text

@@ -2,50 +2,128 @@
 -- reasons: missing_currency, unknown_currency, negative_amount, unknown_state, orphan_invoice,
 -- orphan_transaction, future_timestamp, card_number_like, invalid_value (a value that did not parse,
 -- or a missing primary key: record_id null, one row for the month's id-less records).
--- only the latest version of a record (by updated_at) is judged. row_json never holds a card
+-- only the latest version of a record in its month (by updated_at, then _loaded_at) is judged. row_json never holds a card
 -- number: the raw load already masked it (ingest/cardscan.py) and flagged _card_like_columns.
 -- parameters: $month_from, $month_to (yyyy-mm, the partition range), $as_of (timestamps after it are "in the future").
 with
-subs_versions as (
+-- ids seen more than once in a month (an update, a file loaded again): only these get ranked
+subs_repeated as (
+    select s._month, s.subscription_id
+    from billing_raw.subscriptions as s
+    where s._month between $month_from and $month_to
+    group by s._month, s.subscription_id
+    having count(*) > 1
+),
+
+subs_versions_ranked as (
+    select
+        s.*,
+        1 as version_rank
+    from billing_raw.subscriptions as s
+    where
+        s._month between $month_from and $month_to
+        and not exists (
+            select 1 from subs_repeated as k
+            where k._month = s._month and k.subscription_id is not distinct from s.subscription_id
+        )
+    union all
     select
         s.*,
         row_number() over (
-            partition by s._month, s.subscription_id order by s.updated_at desc nulls last, s._loaded_at desc
+            partition by s._month, s.subscription_id
+            order by s.updated_at desc nulls last, s._loaded_at desc
         ) as version_rank
     from billing_raw.subscriptions as s
-    where s._month between $month_from and $month_to
+    where
+        s._month between $month_from and $month_to
+        and exists (
+            select 1 from subs_repeated as k
+            where k._month = s._month and k.subscription_id is not distinct from s.subscription_id
+        )
 ),
 
 subs as (
-    select * from subs_versions where version_rank = 1
+    select * from subs_versions_ranked where version_rank = 1
 ),
 
-inv_versions as (
+-- ids seen more than once in a month (an update, a file loaded again): only these get ranked
+inv_repeated as (
+    select i._month, i.invoice_id
+    from billing_raw.invoices as i
+    where i._month between $month_from and $month_to
+    group by i._month, i.invoice_id
+    having count(*) > 1
+),
+
+inv_versions_ranked as (
+    select
+        i.*,
+        1 as version_rank
+    from billing_raw.invoices as i
+    where
+        i._month between $month_from and $month_to
+        and not exists (
+            select 1 from inv_repeated as k
+            where k._month = i._month and k.invoice_id is not distinct from i.invoice_id
+        )
+    union all
     select
         i.*,
         row_number() over (
-            partition by i._month, i.invoice_id order by i.updated_at desc nulls last, i._loaded_at desc
+            partition by i._month, i.invoice_id
+            order by i.updated_at desc nulls last, i._loaded_at desc
         ) as version_rank
     from billing_raw.invoices as i
-    where i._month between $month_from and $month_to
+    where
+        i._month between $month_from and $month_to
+        and exists (
+            select 1 from inv_repeated as k
+            where k._month = i._month and k.invoice_id is not distinct from i.invoice_id
+        )
 ),
 
 inv as (
-    select * from inv_versions where version_rank = 1
+    select * from inv_versions_ranked where version_rank = 1
 ),
 
-tx_versions as (
+-- ids seen more than once in a month (an update, a file loaded again): only these get ranked
+tx_repeated as (
+    select t._month, t.transaction_id
+    from billing_raw.transactions as t
+    where t._month between $month_from and $month_to
+    group by t._month, t.transaction_id
+    having count(*) > 1
+),
+
+tx_versions_ranked as (
+    select
+        t.*,
+        1 as version_rank
+    from billing_raw.transactions as t
+    where
+        t._month between $month_from and $month_to
+        and not exists (
+            select 1 from tx_repeated as k
+            where k._month = t._month and k.transaction_id is not distinct from t.transaction_id
+        )
+    union all
     select
         t.*,
         row_number() over (
-            partition by t._month, t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
+            partition by t._month, t.transaction_id
+            order by t.updated_at desc nulls last, t._loaded_at desc
         ) as version_rank
     from billing_raw.transactions as t
-    where t._month between $month_from and $month_to
+    where
+        t._month between $month_from and $month_to
+        and exists (
+            select 1 from tx_repeated as k
+            where k._month = t._month and k.transaction_id is not distinct from t.transaction_id
+        )
 ),
 
 tx as (
-    select * from tx_versions where version_rank = 1
+    select * from tx_versions_ranked where version_rank = 1
 ),
 
 subscription_states as (

@@ -4,14 +4,44 @@
 -- parameters: $month_from, $month_to (yyyy-mm): the partition range materialized in one pass;
 -- a record is deduped within its month (latest updated_at, then _loaded_at).
 with
-versions as (
+-- ids seen more than once in a month (an update, a file loaded again): only these get ranked
+repeated as (
+    select t._month, t.transaction_id
+    from billing_raw.transactions as t
+    where t._month between $month_from and $month_to and t.transaction_id is not null
+    group by t._month, t.transaction_id
+    having count(*) > 1
+),
+
+all_versions_ranked as (
+    select
+        t.*,
+        1 as version_rank
+    from billing_raw.transactions as t
+    where
+        t._month between $month_from and $month_to and t.transaction_id is not null
+        and not exists (
+            select 1 from repeated as k
+            where k._month = t._month and k.transaction_id is not distinct from t.transaction_id
+        )
+    union all
     select
         t.*,
         row_number() over (
-            partition by t._month, t.transaction_id order by t.updated_at desc nulls last, t._loaded_at desc
+            partition by t._month, t.transaction_id
+            order by t.updated_at desc nulls last, t._loaded_at desc
         ) as version_rank
     from billing_raw.transactions as t
-    where t._month between $month_from and $month_to and t.transaction_id is not null
+    where
+        t._month between $month_from and $month_to and t.transaction_id is not null
+        and exists (
+            select 1 from repeated as k
+            where k._month = t._month and k.transaction_id is not distinct from t.transaction_id
+        )
+),
+
+versions as (
+    select * from all_versions_ranked where version_rank = 1
 ),
 
 rejected as (
@@ -27,7 +57,10 @@ customer_versions as (
             partition by c.customer_id order by c.updated_at desc nulls last, c._loaded_at desc
         ) as version_rank
     from billing_raw.customers as c
-    where c.customer_id in (select v.customer_id from versions as v)
+    where c.customer_id in (
+        select r.customer_id from billing_raw.transactions as r
+        where r._month between $month_from and $month_to
+    )
 ),
 
 customers as (
@@ -61,5 +94,4 @@ select
 from versions as t
 left join customers as c on c.customer_id = t.customer_id
 where
-    t.version_rank = 1
-    and not exists (select 1 from rejected as r where r.record_id = t.transaction_id and r.month = t._month)
+    not exists (select 1 from rejected as r where r.record_id = t.transaction_id and r.month = t._month)

@@ -39,7 +39,7 @@ retries_without_transaction as (
         and e.result = 'executed'
         and e.executed_at is not null
         and e.executed_at < cast($as_of as timestamptz)
-            - to_minutes(cast($executed_grace_minutes as bigint))
+            - interval 1 minute * cast($executed_grace_minutes as bigint)
         and not exists (
             select 1
             from canonical.transactions as t
@@ -58,7 +58,7 @@ missed_actions as (
         a.ideal_retry_time as since
     from ops_snapshot.recovery_actions as a
     where a.ideal_retry_time < cast($as_of as timestamptz)
-            - to_minutes(cast($missed_grace_minutes as bigint))
+            - interval 1 minute * cast($missed_grace_minutes as bigint)
         and not exists (
             select 1
             from ops_snapshot.executed_actions as e
@@ -80,7 +80,7 @@ stale_at_provider as (
     where l.provider = $provider
         and i.updated_at > l.pushed_at
         and i.updated_at < cast($as_of as timestamptz)
-            - to_minutes(cast($executed_grace_minutes as bigint))
+            - interval 1 minute * cast($executed_grace_minutes as bigint)
 ),
 
 candidates as (

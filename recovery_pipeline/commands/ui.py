@@ -16,8 +16,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from recovery_pipeline.commands.backfill import ensure_instance_config
+
     settings = load_settings()
     settings.ensure_dirs()
+    ensure_instance_config(settings.dagster_home)  # same instance config as the demo and backfill
     env = dict(os.environ, DAGSTER_HOME=str(settings.dagster_home))
     cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
            "-p", str(args.port)]

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +39,7 @@ from recovery_pipeline.provider_sandbox.recommend import (
     recommend,
 )
 from recovery_pipeline.provider_sandbox.store import SandboxStore, payload_hash
+from recovery_pipeline.providers.base import canonical_json, may_hold_card_number
 
 ENTITIES = ("subscriptions", "invoices", "transactions")
 TRANSACTION_STATES = {"TRANSACTION_STATE_PAID": "paid", "TRANSACTION_STATE_FAILED": "failed"}
@@ -119,14 +121,25 @@ def _parse_ts(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(value)  # 3.11+: takes a trailing Z
     except ValueError:
-        return None
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _hid(prefix: str, *parts: str) -> str:
     return prefix + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _norm_ts(value: str, parsed: datetime) -> str:
+    """``_iso(parsed)``, without the round trip when ``value`` is already ``YYYY-MM-DDTHH:MM:SSZ``."""
+    if (len(value) == 20 and value[19] == "Z" and value[10] == "T" and value[4] == "-"
+            and value[7] == "-" and value[13] == ":" and value[16] == ":"):
+        return value
+    return _iso(parsed)
 
 
 def card_number_fields(item: Any) -> list[str]:
@@ -141,38 +154,45 @@ def _err(status: int, message: str, request_id: str, **extra: Any) -> JSONRespon
                         headers={"X-Request-Id": request_id})
 
 
-def validate_slicker(entity: str, item: Any, index: int) -> list[dict[str, Any]]:
-    errors: list[dict[str, Any]] = []
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_BIN = re.compile(r"\d{6,8}")
 
-    def bad(fieldname: str, message: str) -> None:
-        errors.append({"index": index, "id": item.get("id") if isinstance(item, dict) else None,
-                       "field": fieldname, "message": message})
 
+_TS_FIELDS = ("createdAt", "updatedAt", "activatedAt", "canceledAt", "expiresAt")
+_STATES = {"transactions": TRANSACTION_STATES, "invoices": INVOICE_STATES}
+
+
+def validate_slicker(entity: str, item: Any, index: int, raw: bytes | None = None) -> list[dict[str, Any]]:
+    """Field errors of one item; ``raw`` (its canonical JSON, when the caller has it) lets the card
+    number check skip items that cannot hold one."""
     if not isinstance(item, dict):
-        bad("", "item must be an object")
-        return errors
-    for f in REQUIRED[entity]:
-        if item.get(f) in (None, ""):
-            bad(f, "required")
-    if entity == "transactions" and item.get("state") not in (None, *TRANSACTION_STATES):
-        bad("state", f"must be one of {sorted(TRANSACTION_STATES)}")
-    if entity == "invoices" and item.get("state") not in (None, *INVOICE_STATES):
-        bad("state", f"must be one of {sorted(INVOICE_STATES)}")
-    amount = item.get("amount")
+        return [{"index": index, "id": None, "field": "", "message": "item must be an object"}]
+    get = item.get
+    bad: list[tuple[str, str]] = [(f, "required") for f in REQUIRED[entity] if get(f) in (None, "")]
+    states = _STATES.get(entity)
+    if states is not None:
+        state = get("state")
+        if state is not None and state not in states:
+            bad.append(("state", f"must be one of {sorted(states)}"))
+    amount = get("amount")
     if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool) or amount < 0):
-        bad("amount", "must be a non-negative integer in minor units")
-    cur = item.get("currency")
-    if cur is not None and not (isinstance(cur, str) and re.fullmatch(r"[A-Z]{3}", cur)):
-        bad("currency", "must be an ISO-4217 code (3 upper-case letters)")
-    for f in ("createdAt", "updatedAt", "activatedAt", "canceledAt", "expiresAt"):
-        if item.get(f) is not None and _parse_ts(item.get(f)) is None:
-            bad(f, "must be an ISO-8601 timestamp")
-    bin_ = item.get("cardBin")
-    if bin_ is not None and not (isinstance(bin_, str) and re.fullmatch(r"\d{6,8}", bin_)):
-        bad("cardBin", "must be the first 6-8 digits only")
-    for p in card_number_fields(item):
-        bad(p, "looks like a card number: refused")
-    return errors
+        bad.append(("amount", "must be a non-negative integer in minor units"))
+    cur = get("currency")
+    if cur is not None and not (isinstance(cur, str) and _CURRENCY.fullmatch(cur)):
+        bad.append(("currency", "must be an ISO-4217 code (3 upper-case letters)"))
+    for f in _TS_FIELDS:
+        v = get(f)
+        if v is not None and _parse_ts(v) is None:
+            bad.append((f, "must be an ISO-8601 timestamp"))
+    bin_ = get("cardBin")
+    if bin_ is not None and not (isinstance(bin_, str) and _BIN.fullmatch(bin_)):
+        bad.append(("cardBin", "must be the first 6-8 digits only"))
+    if raw is None or may_hold_card_number(raw):
+        bad += [(p, "looks like a card number: refused") for p in card_number_fields(item)]
+    if not bad:
+        return []
+    rid = get("id")
+    return [{"index": index, "id": rid, "field": f, "message": m} for f, m in bad]
 
 
 def create_app(config: SandboxConfig | None = None) -> Starlette:
@@ -213,8 +233,13 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         return resp
 
     async def read_json(request: Request) -> Any:
+        raw = await request.body()
         try:
-            return json.loads(await request.body())
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # what orjson refuses (NaN, huge ints) the json module may still take
+        try:
+            return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
 
@@ -286,24 +311,30 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             store.bump("batches_over_limit")
             return _err(400, f"too many items: {len(items)} > {cfg.batch_limit}", request_id,
                         limit=cfg.batch_limit)
-        errors = [e for i, it in enumerate(items) for e in validate_slicker(entity, it, i)]
+        raws = [canonical_json(it) if isinstance(it, dict) else b"" for it in items]
+        errors = [e for i, (it, raw) in enumerate(zip(items, raws, strict=True))
+                  for e in validate_slicker(entity, it, i, raw)]
         if errors:
             store.bump("validation_errors")
             return _err(400, "validation failed", request_id, fieldErrors=errors[:100])
         rows = []
-        for it in items:
-            created = _parse_ts(it["createdAt"])
-            state = it.get("state")
-            raw = json.dumps(it, sort_keys=True, separators=(",", ":"))
+        for it, raw in zip(items, raws, strict=True):
+            get = it.get
+            created_text = it["createdAt"]
+            created = _parse_ts(created_text)
+            created_at = _norm_ts(created_text, created)
+            state = get("state")
             rows.append({
-                "id": str(it["id"]), "month": created.strftime("%Y-%m"), "created_at": _iso(created),
-                "currency": it.get("currency"),
-                "country": it.get("customerCountry") or it.get("cardCountry"),
+                "id": str(it["id"]),
+                # the month of the timestamp as sent (a Z timestamp: its first 7 characters)
+                "month": created_text[:7] if created_at is created_text else created.strftime("%Y-%m"),
+                "created_at": created_at, "currency": get("currency"),
+                "country": get("customerCountry") or get("cardCountry"),
                 "state": TRANSACTION_STATES.get(state) or INVOICE_STATES.get(state) or state,
-                "billing_status": it.get("billingStatus"), "invoice_id": it.get("invoiceId"),
-                "subscription_id": it.get("subscriptionId"),
-                "decline_code": it.get("paymentGatewayErrorCode"), "amount": it.get("amount"),
-                "hash": hashlib.sha256(raw.encode()).hexdigest(), "body": raw,
+                "billing_status": get("billingStatus"), "invoice_id": get("invoiceId"),
+                "subscription_id": get("subscriptionId"),
+                "decline_code": get("paymentGatewayErrorCode"), "amount": get("amount"),
+                "hash": hashlib.sha256(raw).hexdigest(), "body": raw.decode(),
             })
         result = store.upsert_records(entity, rows)
         store.bump("requests_accepted")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import sqlite3
 import threading
 import time
@@ -39,6 +40,15 @@ create table if not exists outbox (
 """
 
 
+_RECORD_COLUMNS = ("id", "month", "created_at", "currency", "country", "state", "billing_status",
+                   "invoice_id", "subscription_id", "decline_code", "amount", "hash", "body")
+_record_values = operator.itemgetter(*_RECORD_COLUMNS)
+_UPSERT_RECORD = (
+    f"insert into records (entity, {', '.join(_RECORD_COLUMNS)})"
+    f" values (?{', ?' * len(_RECORD_COLUMNS)}) on conflict (entity, id) do update set "
+    + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS if c != "id"))
+
+
 def payload_hash(item: dict) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -49,8 +59,9 @@ class SandboxStore:
         self._conn.row_factory = sqlite3.Row
         self.lock = threading.RLock()
         with self.lock:
-            if path:
+            if path:  # a test double's own file: WAL, and no fsync per request
                 self._conn.execute("pragma journal_mode=wal")
+                self._conn.execute("pragma synchronous=normal")
             self._conn.executescript(SCHEMA)
         self.stats: Counter = Counter()
 
@@ -79,33 +90,22 @@ class SandboxStore:
                 chunk = ids[i:i + 500]
                 q = f"select id, hash from records where entity = ? and id in ({','.join('?' * len(chunk))})"
                 existing.update({r[0]: r[1] for r in self._conn.execute(q, (entity, *chunk))})
-            self._conn.execute("begin")
+            changed = []
+            for r in rows:
+                h = r["hash"]
+                old = existing.get(r["id"])
+                if old == h:
+                    out["duplicates"] += 1
+                    continue
+                out["updated" if old else "inserted"] += 1
+                existing[r["id"]] = h
+                try:
+                    changed.append((entity, *_record_values(r)))
+                except KeyError:
+                    changed.append((entity, *(r.get(k) for k in _RECORD_COLUMNS)))
+            self._conn.execute("begin")  # one transaction per request, one executemany
             try:
-                for r in rows:
-                    h = r["hash"]
-                    old = existing.get(r["id"])
-                    if old == h:
-                        out["duplicates"] += 1
-                        continue
-                    out["updated" if old else "inserted"] += 1
-                    existing[r["id"]] = h
-                    self._conn.execute(
-                        "insert into records (entity, id, month, created_at, currency, country, state,"
-                        " billing_status, invoice_id, subscription_id, decline_code, amount, hash, body)"
-                        " values (:entity, :id, :month, :created_at, :currency, :country, :state,"
-                        " :billing_status, :invoice_id, :subscription_id, :decline_code, :amount, :hash,"
-                        " :body) on conflict (entity, id) do update set month = excluded.month,"
-                        " created_at = excluded.created_at, currency = excluded.currency,"
-                        " country = excluded.country, state = excluded.state,"
-                        " billing_status = excluded.billing_status, invoice_id = excluded.invoice_id,"
-                        " subscription_id = excluded.subscription_id,"
-                        " decline_code = excluded.decline_code, amount = excluded.amount,"
-                        " hash = excluded.hash, body = excluded.body",
-                        {"entity": entity, **{k: r.get(k) for k in (
-                            "id", "month", "created_at", "currency", "country", "state",
-                            "billing_status", "invoice_id", "subscription_id", "decline_code",
-                            "amount", "hash", "body")}},
-                    )
+                self._conn.executemany(_UPSERT_RECORD, changed)
                 self._conn.execute("commit")
             except BaseException:
                 self._conn.execute("rollback")

@@ -7,8 +7,10 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+import orjson
 
 ENTITIES = ("subscriptions", "invoices", "transactions")  # dependency order
 PRIMARY_KEYS = {"subscriptions": "subscription_id", "invoices": "invoice_id",
@@ -73,10 +75,19 @@ def assert_no_card_numbers(payload: Any) -> None:
         raise CardNumberRefused(f"field {found[0]!r} looks like a card number: refused")
 
 
+_ZERO = timedelta(0)
+
+
 def iso_utc(value: Any) -> str | None:
     """ISO-8601 UTC with a Z, from a datetime (naive = UTC), a date or an ISO string."""
     if value is None:
         return None
+    if type(value) is datetime:  # fast path (the push hot loop): naive or already UTC
+        tz = value.tzinfo
+        if tz is None:
+            return value.isoformat() + "Z"
+        if tz is UTC or value.utcoffset() == _ZERO:
+            return value.replace(tzinfo=None).isoformat() + "Z"
     if isinstance(value, str):
         if not value:
             return None
@@ -92,10 +103,53 @@ def minor(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+_ORJSON_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS)
+# Card-number candidates in a serialized ASCII payload: every value ``_suspect`` would flag is 12+
+# bytes of digits, spaces and dashes in a row; mapped to "0" they show up as a run of 12 zeros.
+_CARD_RUN = bytes.maketrans(b"0123456789 -", b"0" * 12)
+_TWELVE = b"0" * 12
+
+
+def _orjson(item: Any) -> bytes | None:
+    try:
+        raw = orjson.dumps(item, default=str, option=_ORJSON_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return raw if raw.isascii() else None
+
+
+def canonical_json(item: Any) -> bytes:
+    """Sorted-key compact JSON of one payload, deterministic. For ASCII payloads of str / int /
+    bool / None / list / dict it is byte-for-byte what ``json.dumps(item, sort_keys=True,
+    separators=(",", ":"), default=str)`` gives (so ledgers written before keep matching), made by
+    orjson (~5x faster); non-ASCII payloads and what orjson refuses take the json module. (A float
+    may be spelled differently than ``repr`` spells it: at worst one idempotent re-send.)"""
+    raw = _orjson(item)
+    if raw is None:
+        raw = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return raw
+
+
 def payload_hash(item: Any) -> str:
     """Stable hash of one wire payload (the ledger's change detector)."""
-    return hashlib.sha256(json.dumps(item, sort_keys=True, separators=(",", ":"),
-                                     default=str).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(item)).hexdigest()
+
+
+def may_hold_card_number(raw: bytes) -> bool:
+    """False only when the serialized payload ``raw`` cannot hold a value ``_suspect`` flags
+    (ASCII, no ``\\u`` escape, no run of 12+ digits / spaces / dashes): a cheap pre-filter for the
+    exact check (``canonical_json`` spells non-ASCII text with ``\\u`` escapes)."""
+    return not raw.isascii() or b"\\u" in raw or _TWELVE in raw.translate(_CARD_RUN)
+
+
+def hash_and_check(item: Any) -> str:
+    """``payload_hash(item)``, refusing card-number-like values on the way: one serialization for
+    both; the exact (per-value) check runs only when the payload may hold a candidate."""
+    raw = canonical_json(item)
+    if may_hold_card_number(raw):
+        assert_no_card_numbers(item)
+    return hashlib.sha256(raw).hexdigest()
 
 
 def drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +209,12 @@ def wire(entity: str, adapter: ProviderAdapter, row: dict[str, Any]) -> dict[str
     item = adapter.to_wire(entity, row)
     assert_no_card_numbers(item)
     return item
+
+
+def wire_hashed(entity: str, adapter: ProviderAdapter, row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``wire()`` + ``payload_hash()`` with one serialization (the push engine's hot path)."""
+    item = adapter.to_wire(entity, row)
+    return item, hash_and_check(item)
 
 
 def _adapters() -> dict[str, type[ProviderAdapter]]:

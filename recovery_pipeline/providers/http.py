@@ -25,44 +25,51 @@ from recovery_pipeline.providers.base import ProviderAdapter
 
 
 class TokenBucket:
-    """Thread-safe token bucket: ``rate`` tokens per second, ``capacity`` burst."""
+    """Thread-safe rate limiter: ``rate`` starts per second, ``capacity`` burst (GCRA form of a
+    token bucket).
+
+    Each caller *reserves* the next start slot under the lock and sleeps until it: slots follow
+    one another every ``1 / rate`` s on a schedule, so a thread that the OS wakes a few ms late
+    (a loaded machine) does not push every later start back as well. A pause (429 Retry-After)
+    moves the schedule past the pause; a caller that reserved a slot before the pause and wakes
+    inside it reserves again.
+    """
 
     def __init__(self, rate: float, capacity: float = 1.0):
         self.rate = float(rate)
         self.capacity = float(capacity)
-        self._tokens = self.capacity
-        self._last = time.monotonic()
+        self._interval = 1.0 / self.rate
+        self._tat = time.monotonic()  # theoretical arrival time of the next start
         self._paused_until = 0.0
         self._lock = threading.Lock()
 
     def _reserve(self) -> float:
-        """Take a token now if possible (0.0), else return how long to wait before trying again."""
+        """Reserve the next start slot; returns how long to wait for it (0.0 = go now)."""
         with self._lock:
             now = time.monotonic()
-            if now < self._paused_until:
-                return self._paused_until - now
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self.rate
+            tat = max(self._tat, now, self._paused_until)
+            start = max(now, tat - (self.capacity - 1.0) * self._interval, self._paused_until)
+            self._tat = tat + self._interval
+            return start - now
 
     def acquire(self) -> float:
-        """Block until a token is available; returns seconds waited."""
+        """Block until this caller's start slot; returns seconds waited."""
         waited = 0.0
         while True:
             wait = self._reserve()
-            if wait <= 0:
-                return waited
-            time.sleep(wait)
-            waited += wait
+            if wait > 0:
+                time.sleep(wait)
+                waited += wait
+            with self._lock:
+                if time.monotonic() >= self._paused_until:
+                    return waited
+            # a 429 paused the bucket while we slept: reserve again after the pause
 
     def pause(self, seconds: float) -> None:
-        """Nobody takes a token for ``seconds`` (after a 429 with Retry-After)."""
+        """Nobody starts for ``seconds`` (after a 429 with Retry-After); no burst after it."""
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-            self._tokens = 0.0
+            self._tat = max(self._tat, self._paused_until)
 
 
 _BUCKETS: dict[tuple[str, str, float], TokenBucket] = {}

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from recovery_pipeline.opsstore.models import dead_letters, push_ledger, request_log
@@ -35,7 +36,7 @@ from recovery_pipeline.providers.base import (
     ProviderAdapter,
     iso_utc,
     payload_hash,
-    wire,
+    wire_hashed,
 )
 from recovery_pipeline.providers.http import ProviderClient, SendResult
 
@@ -94,6 +95,14 @@ class PushStats:
         return {k: v for k, v in self.__dict__.items() if k not in ("preview", "request_ids")}
 
 
+def _dumps(body: Any) -> bytes:
+    """Compact JSON request body (orjson; the json module for what orjson refuses)."""
+    try:
+        return orjson.dumps(body, default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
 def batch_id_for(ids: list[str], hashes: list[str]) -> str:
     """Stable id of a batch: the same records with the same payloads give the same id."""
     h = hashlib.sha256()
@@ -119,25 +128,64 @@ def _preview(item: dict[str, Any]) -> dict[str, Any]:
     return {k: item[k] for k in keys if k in item}
 
 
+_LEDGER_COLUMNS = ("provider", "entity", "record_id", "payload_hash", "month", "pushed_at",
+                   "request_id")
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
 def _ledger_hashes(conn: sa.Connection, provider: str, entity: str, ids: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
+    mark = _PLACEHOLDER.get(conn.dialect.paramstyle)
     for i in range(0, len(ids), 500):
         chunk = ids[i:i + 500]
-        rows = conn.execute(sa.select(push_ledger.c.record_id, push_ledger.c.payload_hash).where(
-            push_ledger.c.provider == provider, push_ledger.c.entity == entity,
-            push_ledger.c.record_id.in_(chunk)))
-        out.update({r[0]: r[1] for r in rows})
+        if mark is None:
+            rows = conn.execute(sa.select(push_ledger.c.record_id, push_ledger.c.payload_hash).where(
+                push_ledger.c.provider == provider, push_ledger.c.entity == entity,
+                push_ledger.c.record_id.in_(chunk)))
+        else:  # the same select, without per-call statement building (the push hot path)
+            rows = conn.exec_driver_sql(
+                "select record_id, payload_hash from push_ledger where provider = {m} and entity = {m}"
+                " and record_id in ({marks})".format(m=mark, marks=", ".join([mark] * len(chunk))),
+                (provider, entity, *chunk))
+        out.update(iter(rows))  # (record_id, payload_hash) pairs
     return out
+
+
+_LEDGER_UPSERT: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _ledger_upsert_sql(conn: sa.Connection) -> tuple[str, tuple[str, ...] | None]:
+    """The ledger upsert compiled once per dialect: (SQL, parameter order or None for named)."""
+    name = conn.dialect.name
+    if name not in _LEDGER_UPSERT:
+        stmt = upsert(push_ledger, conn, ["provider", "entity", "record_id"],
+                      ["payload_hash", "month", "pushed_at", "request_id"])
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(_LEDGER_COLUMNS))
+        order = tuple(compiled.positiontup) if compiled.positiontup else None
+        _LEDGER_UPSERT[name] = (str(compiled), order)
+    return _LEDGER_UPSERT[name]
 
 
 def _write_ledger(conn: sa.Connection, provider: str, entity: str, ids: list[str],
                   hashes: list[str], months: list[str | None], request_id: str | None) -> None:
+    """Upsert the ledger rows of acknowledged records: one executemany on the driver, with the
+    statement compiled once and ``pushed_at`` (the same for every row) bound-processed once."""
+    if not ids:
+        return
     now = utcnow()
-    stmt = upsert(push_ledger, conn, ["provider", "entity", "record_id"],
-                  ["payload_hash", "month", "pushed_at", "request_id"])
-    conn.execute(stmt, [{"provider": provider, "entity": entity, "record_id": i, "payload_hash": h,
-                         "month": m, "pushed_at": now, "request_id": request_id}
-                        for i, h, m in zip(ids, hashes, months, strict=True)])
+    proc = push_ledger.c.pushed_at.type.bind_processor(conn.dialect)
+    pushed = proc(now) if proc else now
+    sql, order = _ledger_upsert_sql(conn)
+    if order == _LEDGER_COLUMNS:
+        rows: list = [(provider, entity, i, h, m, pushed, request_id)
+                      for i, h, m in zip(ids, hashes, months, strict=True)]
+    else:
+        rows = [{"provider": provider, "entity": entity, "record_id": i, "payload_hash": h,
+                 "month": m, "pushed_at": pushed, "request_id": request_id}
+                for i, h, m in zip(ids, hashes, months, strict=True)]
+        if order is not None:
+            rows = [tuple(r[k] for k in order) for r in rows]
+    conn.exec_driver_sql(sql, rows)
 
 
 def _log_request(conn: sa.Connection, provider: str, endpoint: str, batch_id: str | None,
@@ -163,14 +211,15 @@ def send_batch(engine: sa.Engine, client: ProviderClient, entity: str, items: li
     """Send one batch; ledger on ack, dead letter when it keeps failing."""
     adapter, provider = client.adapter, client.adapter.name
     path = adapter.ingest_path(entity)
-    raw = json.dumps(adapter.batch_body(entity, items), separators=(",", ":"))
+    body = _dumps(adapter.batch_body(entity, items))
     bid = batch_id_for(ids, hashes)
     started = utcnow()
-    with engine.begin() as conn:
-        ref = store_payload(conn, raw)
     client.policy.max_attempts = max_receive_count
-    res = client.send("POST", path, content=raw.encode())
+    res = client.send("POST", path, content=body)
+    # One transaction after the response: payload (content-addressed, so nothing refers to it
+    # before this commit), request log, then the ledger (ack) or a dead letter.
     with engine.begin() as conn:
+        ref = store_payload(conn, body.decode())
         _log_request(conn, provider, path, bid, res, len(items), ref, started)
         if res.ok:
             _write_ledger(conn, provider, entity, ids, hashes, months, res.request_id)
@@ -228,7 +277,7 @@ def push_entity(engine: sa.Engine, client: ProviderClient, entity: str,
                 stats.not_applicable += 1
                 continue
             try:
-                item = wire(entity, adapter, row)
+                item, h = wire_hashed(entity, adapter, row)
             except CardNumberRefused as exc:
                 stats.refused += 1
                 with engine.begin() as conn:  # no payload: it would hold the card number
@@ -238,7 +287,7 @@ def push_entity(engine: sa.Engine, client: ProviderClient, entity: str,
                 continue
             items.append(item)
             ids.append(adapter.record_id(entity, row))
-            hashes.append(payload_hash(item))
+            hashes.append(h)
             months.append(_month(row))
         with engine.connect() as conn:
             known = _ledger_hashes(conn, adapter.name, entity, ids)

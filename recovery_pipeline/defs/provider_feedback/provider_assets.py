@@ -5,6 +5,7 @@ import httpx
 import dagster as dg
 
 from recovery_pipeline.reconciliation import provider_view
+from recovery_pipeline.reconciliation.warehouse_con import connect
 from recovery_pipeline.resources import (
     OpsStoreResource,
     PipelineSettingsResource,
@@ -48,7 +49,7 @@ def provider_counts(
         raise ValueError(f"provider_counts_source must be sandbox_counts, push_ledger or auto, not {mode!r}")
     if rows is None:
         rows = provider_view.ledger_counts(ops_store.engine(), provider)
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         frame = provider_view.write_provider_counts(con, rows)
     source = frame["source"].iloc[0] if len(frame) else ("push_ledger" if note or mode == "push_ledger"
                                                          else "sandbox_counts")

@@ -7,6 +7,7 @@ import dagster as dg
 
 from recovery_pipeline.reconciliation import ops_snapshot as snapshot_mod
 from recovery_pipeline.reconciliation import sqlrun
+from recovery_pipeline.reconciliation.warehouse_con import connect
 from recovery_pipeline.resources import (
     OpsStoreResource,
     PipelineSettingsResource,
@@ -34,7 +35,7 @@ def _preview(con, table: str, order: str, limit: int = 20) -> str:
 def ops_snapshot(warehouse: WarehouseResource, ops_store: OpsStoreResource):
     """A read-only copy of the ops-store tables the state-mismatch SQL joins with billing data:
     executed actions (the audit trail), polled recovery actions, and the invoices push ledger."""
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         counts = snapshot_mod.snapshot(ops_store.engine(), con)
     for name, n in counts.items():
         yield dg.MaterializeResult(asset_key=["ops_snapshot", name],
@@ -53,7 +54,7 @@ def monthly_parity(warehouse: WarehouseResource) -> dg.MaterializeResult:
     paid after failure, unrecovered, refunded, voided, open), and invoices by currency and by
     country. One row per month, measure and key with both sides and the difference; the checks
     on this table say whether the two systems agree (within the configured tolerances)."""
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         n = sqlrun.materialize(con, "reconciliation", "monthly_parity")
         diff = con.execute(
             "select count(*) from reconciliation.monthly_parity "
@@ -84,7 +85,7 @@ def state_mismatches(warehouse: WarehouseResource, reconciliation: Reconciliatio
         "missed_grace_minutes": int(cfg.missed_action_grace_minutes),
         "executed_grace_minutes": int(cfg.executed_action_grace_minutes),
     }
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         n = sqlrun.materialize(con, "reconciliation", "state_mismatches", params)
         by_kind = dict(con.execute("select kind, count(*) from reconciliation.state_mismatches "
                                    "group by kind").fetchall())

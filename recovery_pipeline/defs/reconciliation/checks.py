@@ -14,6 +14,7 @@ import dagster as dg
 
 from recovery_pipeline.reconciliation.checking import PARITY_CHECKS, parity_outcomes
 from recovery_pipeline.reconciliation.parity import read_parity
+from recovery_pipeline.reconciliation.warehouse_con import connect
 from recovery_pipeline.resources import ReconciliationConfig, WarehouseResource
 
 PARITY_KEY = dg.AssetKey(["reconciliation", "monthly_parity"])
@@ -47,7 +48,7 @@ _SEVERITY = {"ERROR": dg.AssetCheckSeverity.ERROR, "WARN": dg.AssetCheckSeverity
 def monthly_parity_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource,
                           reconciliation: ReconciliationConfig):
     """Count, currency, outcome and country parity (great-expectations suites) per month."""
-    with warehouse.duckdb(read_only=True) as con:
+    with connect(warehouse.target, read_only=True) as con:
         parity = read_parity(con)
     settings = reconciliation.reconciliation_settings()
     selected = {k.name for k in context.selected_asset_check_keys}
@@ -98,7 +99,7 @@ MISMATCH_CHECKS = {
 def state_mismatch_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     """One predicate per kind of state mismatch; failing metadata lists the oldest invoices."""
     selected = {k.name for k in context.selected_asset_check_keys}
-    with warehouse.duckdb(read_only=True) as con:
+    with connect(warehouse.target, read_only=True) as con:
         frame = con.execute("select kind, invoice_id, month, billing_state, provider_state, age_hours "
                             "from reconciliation.state_mismatches order by age_hours desc").df()
     for kind, (name, severity, _desc) in MISMATCH_CHECKS.items():
