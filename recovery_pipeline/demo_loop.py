@@ -18,8 +18,8 @@ After the demo's generate + backfill (``commands/demo.py``), ``run_loop``:
    billing system drops deltas; SQL kind: read in place), ``billing_changes_sensor`` is evaluated
    for the changed months, ``billing_sync_job`` runs over them (raw + canonical), and a second
    ``provider_push`` sends just the changes;
-3. runs ``daily_reconciliation`` (provider counts, parity, state mismatches, monitoring) when the
-   warehouse is DuckDB;
+3. runs ``daily_reconciliation`` (provider counts, parity, state mismatches) on the warehouse
+   (DuckDB or PostgreSQL: the reconciliation SQL is transpiled);
 4. prints a readable summary and returns a ``LoopReport`` with the numbers.
 
 Pure orchestration: the Dagster definitions are the code location's own, with resources built
@@ -463,9 +463,6 @@ def run_loop(console=None, settings=None, opts: LoopOptions | None = None,
 
         if not opts.reconcile:
             report.reconciliation_note = "reconciliation not requested"
-        elif settings.warehouse_is_postgres:
-            report.reconciliation_note = ("reconciliation runs on a DuckDB warehouse only for now "
-                                          "(reconciliation/ SQL is DuckDB-specific)")
         else:
             with console.status("reconciling billing against the provider "
                                 "(Dagster: daily_reconciliation)"):
@@ -521,17 +518,13 @@ def _read_warehouse(settings, report: LoopReport, loop_started: datetime) -> Non
 
 
 def _read_reconciliation(settings, report: LoopReport) -> None:
-    import duckdb
-
     from recovery_pipeline.reconciliation import parity
+    from recovery_pipeline.reconciliation.warehouse_con import connect
 
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
-    try:
+    with connect(settings.warehouse, read_only=True) as con:  # DuckDB file or PostgreSQL URL
         report.parity = parity.parity_table(con)
         report.coverage = parity.coverage_summary(con)
         report.mismatches = parity.mismatches(con)
-    finally:
-        con.close()
 
 
 # --- the summary ----------------------------------------------------------------------------------

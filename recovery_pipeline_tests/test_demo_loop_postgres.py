@@ -1,6 +1,6 @@
 """The demo's loop with every store on PostgreSQL: warehouse, ops store, billing database and the
 Dagster instance (dagster-postgres run/event/schedule storage), each in its own database.
-Reconciliation (``reconciliation/``) still needs a DuckDB warehouse; the loop reports that."""
+Reconciliation (provider counts, parity, state mismatches) runs on the Postgres warehouse too."""
 
 from __future__ import annotations
 
@@ -67,12 +67,19 @@ def test_demo_loop_closes_with_every_store_on_postgres(pg_url, tmp_path, monkeyp
         assert report.new_transactions, "no live retry wrote a billing transaction"
         assert report.new_transactions_in_canonical == report.new_transactions
         assert report.changes_pushed("transactions") == len(report.new_transactions)
-        # reconciliation/ is DuckDB-only so far: the loop says so instead of failing
-        assert report.parity is None and "DuckDB warehouse only" in report.reconciliation_note
+        # reconciliation runs on the Postgres warehouse too: billing and provider agree
+        assert report.run_ids.get("daily_reconciliation")
+        assert report.parity, "the parity table is empty"
+        assert report.parity_differences == []
+        assert {r["status"] for r in report.parity} == {"ok"}
+        assert report.mismatches == []
+        assert "Parity, billing vs provider" in buf.getvalue()
         assert "Loop closed:" in buf.getvalue()
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             jobs = {r.job_name for r in instance.get_runs()}
+            recon = instance.get_run_by_id(report.run_ids["daily_reconciliation"])
+            assert recon.status == dg.DagsterRunStatus.SUCCESS  # its blocking checks passed
         assert {"provider_push", "execute_recovery_actions", "billing_sync_job"} <= jobs
     finally:
         _drop(admin, names)

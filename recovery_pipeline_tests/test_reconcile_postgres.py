@@ -82,6 +82,24 @@ def test_one_invoice_deleted_at_provider_fails_the_count_check_for_that_month_on
     assert out["recovery_outcomes_match_provider"].passed
 
 
+def test_reconcile_command_summary_names_the_month_on_postgres(pg_billing):
+    import io
+
+    from rich.console import Console
+
+    from recovery_pipeline.commands.reconcile import print_summary
+
+    url, rows = pg_billing
+    month = sorted({r["month"] for r in rows})[0]
+    _outcomes(url, shift_provider_rows(rows, month, {("transactions", "total", ""): -2}))
+    buf = io.StringIO()
+    with connect(url, read_only=True) as con:
+        bad = print_summary(con, console=Console(file=buf, width=160))
+    assert bad == 2  # the month and the all-months total
+    assert month in buf.getvalue() and "MISMATCH" in buf.getvalue()
+    assert "state mismatches: not computed yet" in buf.getvalue()
+
+
 def test_state_mismatches_on_postgres_list_a_recovered_invoice_still_open(pg_billing, tmp_path):
     url, _rows = pg_billing
     engine = create_ops_engine(f"sqlite:///{tmp_path / 'ops.sqlite'}")
@@ -102,3 +120,92 @@ def test_state_mismatches_on_postgres_list_a_recovered_invoice_still_open(pg_bil
         found = {(r["kind"], r["invoice_id"]): r for r in parity.mismatches(con)}
     assert set(found) == {("provider_recovered_billing_open", open_inv)}
     assert found[("provider_recovered_billing_open", open_inv)]["age_hours"] == pytest.approx(5.0)
+
+
+def test_monitoring_sql_runs_on_postgres_with_the_same_numbers_as_duckdb(pg_billing, tmp_path):
+    url, _rows = pg_billing
+    with connect(url) as con:
+        n = sqlrun.materialize(con, "monitoring", "recovery_kpis")
+        pg_kpis = con.execute("select month, currency, failed_invoices, recovered_invoices, "
+                              "recovered_amount_minor from monitoring.recovery_kpis "
+                              "order by month, currency").fetchall()
+        sqlrun.materialize(con, "monitoring", "source_freshness", {"as_of": NOW})
+        lag = dict(con.execute("select entity, lag_hours from monitoring.source_freshness").fetchall())
+        copy = {t: con.execute(f"select * from canonical.{t}").df() for t in ("invoice_outcomes",)}
+    duck = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    duck.execute("create schema canonical")
+    duck.register("_o", copy["invoice_outcomes"])
+    duck.execute("create table canonical.invoice_outcomes as select * from _o")
+    sqlrun.materialize(duck, "monitoring", "recovery_kpis")
+    duck_kpis = duck.execute("select month, currency, failed_invoices, recovered_invoices, "
+                             "recovered_amount_minor from monitoring.recovery_kpis "
+                             "order by month, currency").fetchall()
+    duck.close()
+    assert n == len(pg_kpis) > 0
+    assert pg_kpis == duck_kpis
+    assert lag["invoices"] == pytest.approx(48.0)  # as_of is two days after the newest update
+
+
+def test_reconciliation_and_monitoring_assets_run_in_dagster_on_a_postgres_warehouse(pg_billing,
+                                                                                    tmp_path):
+    import dagster as dg
+
+    from recovery_pipeline.defs.monitoring.assets import (
+        pipeline_health,
+        recovery_kpis,
+        source_freshness,
+    )
+    from recovery_pipeline.defs.monitoring.checks import (
+        pipeline_health_checks,
+        source_freshness_checks,
+    )
+    from recovery_pipeline.defs.provider_feedback.provider_assets import provider_counts
+    from recovery_pipeline.defs.reconciliation.assets import (
+        monthly_parity,
+        ops_snapshot as ops_snapshot_asset,
+        state_mismatches,
+    )
+    from recovery_pipeline.defs.reconciliation.checks import monthly_parity_checks, state_mismatch_checks
+    from recovery_pipeline.httpserve import serve_in_thread
+    from recovery_pipeline.resources import (
+        OpsStoreResource,
+        PipelineSettingsResource,
+        ReconciliationConfig,
+        WarehouseResource,
+    )
+    from recovery_pipeline_tests.test_reconcile_alerting import FakeCounts
+
+    url, rows = pg_billing
+    month = sorted({r["month"] for r in rows})[2]
+    fake = FakeCounts([{k: (int(v) if k == "value" else v) for k, v in r.items() if k != "source"}
+                       for r in rows])
+    assets = [provider_counts, ops_snapshot_asset, monthly_parity, state_mismatches, source_freshness,
+              pipeline_health, recovery_kpis]
+    checks = [monthly_parity_checks, state_mismatch_checks, source_freshness_checks,
+              pipeline_health_checks]
+    with serve_in_thread(fake.app()) as base:
+        resources = {
+            "warehouse": WarehouseResource(target=url),
+            "ops_store": OpsStoreResource(url=f"sqlite:///{tmp_path / 'ops.sqlite'}"),
+            "reconciliation": ReconciliationConfig(provider="slicker", provider_base_url=base,
+                                                   provider_counts_source="sandbox_counts"),
+            "pipeline_settings": PipelineSettingsResource(
+                data_dir=str(tmp_path), exports_dir=str(tmp_path / "exports"),
+                integration_file=str(tmp_path / "integration.yaml")),
+        }
+        good = dg.materialize([*assets, *checks], resources=resources, raise_on_error=False)
+        fake.rows = shift_provider_rows(fake.rows, month, {("invoices", "total", ""): -1})
+        bad = dg.materialize([*assets, *checks], resources=resources, raise_on_error=False)
+
+    assert good.success
+    done = {e.asset_key.to_user_string() for e in good.get_asset_materialization_events()}
+    assert {"reconciliation/monthly_parity", "reconciliation/state_mismatches",
+            "monitoring/recovery_kpis", "monitoring/pipeline_health", "provider/counts"} <= done
+    parity_checks = {e.check_name: e.passed for e in good.get_asset_check_evaluations()
+                     if e.asset_key.to_user_string() == "reconciliation/monthly_parity"}
+    assert parity_checks and all(parity_checks.values()), parity_checks
+    failed = {e.check_name: e.metadata["months"].value for e in bad.get_asset_check_evaluations()
+              if not e.passed and e.asset_key.to_user_string() == "reconciliation/monthly_parity"}
+    assert failed == {"invoice_counts_match_provider": month}
+    assert "monitoring/recovery_kpis" not in {
+        e.asset_key.to_user_string() for e in bad.get_asset_materialization_events()}

@@ -17,7 +17,10 @@ attempts as (
         count(case when t.status = 'refunded' then 1 end) as refunds,
         min(case when t.status = 'failed' then t.created_at end) as first_failed_at
     from canonical.transactions as t
-    where t.invoice_id in (select mi.invoice_id from month_invoices as mi)
+    where t.invoice_id in (
+        select ri.invoice_id from canonical.invoices as ri
+        where ri.month between $month_from and $month_to
+    )
     group by t.invoice_id
 ),
 

@@ -62,14 +62,10 @@ def print_summary(con, *, all_rows: bool = False, limit: int = 20, console=None)
 
 
 def run(args) -> int:
-    import duckdb
-
+    from recovery_pipeline.reconciliation.warehouse_con import connect
     from recovery_pipeline.settings import load_settings
 
     settings = load_settings()
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
-    try:
+    with connect(settings.warehouse, read_only=True) as con:  # DuckDB file or PostgreSQL URL
         bad = print_summary(con, all_rows=args.all_rows, limit=args.limit)
-    finally:
-        con.close()
     return 1 if bad else 0

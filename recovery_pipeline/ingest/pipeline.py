@@ -43,7 +43,12 @@ def destination_for(warehouse: str):
             creds.password = ""
         creds.resolve()
         return dlt.destinations.postgres(credentials=creds)
-    return dlt.destinations.duckdb(str(warehouse))
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    # raw rows have no meaningful order (the canonical layer dedupes by key): let DuckDB insert the
+    # loader files in parallel
+    creds = DuckDbCredentials(str(warehouse), global_config={"preserve_insertion_order": False})
+    return dlt.destinations.duckdb(credentials=creds)
 
 
 def make_pipeline(kind: str, warehouse: str, data_dir: str | Path) -> dlt.Pipeline:

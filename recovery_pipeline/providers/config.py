@@ -3,6 +3,7 @@ client built from them. Pure: Dagster's ProviderResource only delegates here."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from recovery_pipeline.providers.base import get_adapter
@@ -18,7 +19,7 @@ class ProviderOptions:
     batch_size: int = 100
     requests_per_second: float = 5.0
     max_receive_count: int = 5
-    concurrency: int = 2
+    concurrency: int = 0  # batches in flight; 0 = auto_concurrency(requests_per_second)
     timeout_seconds: float = 10.0
     rate_safety: float = 0.98  # the client keeps just under the provider's limit
     backoff_initial: float = 0.5
@@ -34,7 +35,13 @@ class ProviderOptions:
 
     def push_settings(self) -> PushSettings:
         return PushSettings(batch_size=self.batch_size, max_receive_count=self.max_receive_count,
-                            concurrency=self.concurrency)
+                            concurrency=self.concurrency or auto_concurrency(self.requests_per_second))
+
+
+def auto_concurrency(requests_per_second: float, round_trip_seconds: float = 0.15) -> int:
+    """Batches in flight that keep the limiter busy: the rate x a round trip (at least 2, at most
+    16). The token bucket, not this number, keeps the rate: more in flight never sends faster."""
+    return min(16, max(2, math.ceil(requests_per_second * round_trip_seconds)))
 
 
 def resolve_options(*, base_url: str, api_key: str | None, integration_file: str | None = None,

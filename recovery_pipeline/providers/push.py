@@ -173,7 +173,7 @@ def _write_ledger(conn: sa.Connection, provider: str, entity: str, ids: list[str
     if not ids:
         return
     now = utcnow()
-    proc = push_ledger.c.pushed_at.type.bind_processor(conn.dialect)
+    proc = push_ledger.c.pushed_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     pushed = proc(now) if proc else now
     sql, order = _ledger_upsert_sql(conn)
     if order == _LEDGER_COLUMNS:

@@ -11,7 +11,7 @@ from DuckDB SQL with sqlglot by the runner's :func:`~recovery_pipeline.sqlmodels
 - ``create or replace table t as ...`` -> ``drop table if exists t`` + ``create table t as ...``
   (PostgreSQL has no ``or replace`` for tables), in one transaction;
 - a registered frame becomes a temporary table of the same name (typed from the frame's dtypes);
-- ``numeric`` results (``round(...)``) come back as floats, like DuckDB's doubles.
+- ``numeric`` results come back as ints when integral (``sum``), else floats (``round``).
 """
 
 from __future__ import annotations
@@ -88,9 +88,17 @@ def _pg_type(dtype) -> str:
     return "text"
 
 
+def _number(value):
+    """``numeric`` -> int when integral (``sum`` of counts), else float (``round(...)``), as DuckDB."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 class _Result:
     def __init__(self, columns: list[str], rows: list[tuple]):
-        self.columns, self.rows = columns, rows
+        self.columns = columns
+        self.rows = [tuple(_number(v) for v in r) for r in rows]
 
     def fetchall(self) -> list[tuple]:
         return self.rows
@@ -99,11 +107,7 @@ class _Result:
         return self.rows[0] if self.rows else None
 
     def df(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.rows, columns=self.columns)
-        for col in frame.columns:
-            if frame[col].dtype == object and any(isinstance(v, Decimal) for v in frame[col]):
-                frame[col] = pd.to_numeric(frame[col].map(lambda v: None if v is None else float(v)))
-        return frame
+        return pd.DataFrame(self.rows, columns=self.columns)
 
 
 class PostgresCon:

@@ -11,6 +11,7 @@ import dagster as dg
 from recovery_pipeline.monitoring.charts import png_markdown, recovery_chart_png
 from recovery_pipeline.monitoring.health import pipeline_health as health_metrics
 from recovery_pipeline.reconciliation import sqlrun
+from recovery_pipeline.reconciliation.warehouse_con import connect
 from recovery_pipeline.resources import (
     OpsStoreResource,
     PipelineSettingsResource,
@@ -33,7 +34,7 @@ def source_freshness(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """How fresh the billing data is: the newest source timestamp (updated_at, the billing
     system's own clock, not the sync time) of canonical subscriptions, invoices and transactions,
     and how many hours it lags behind now. Checks say whether each is within the allowed lag."""
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         n = sqlrun.materialize(con, "monitoring", "source_freshness", {"as_of": datetime.now(UTC)})
         frame = con.execute("select * from monitoring.source_freshness").df()
     return dg.MaterializeResult(metadata={
@@ -59,7 +60,7 @@ def pipeline_health(warehouse: WarehouseResource, ops_store: OpsStoreResource,
     metrics = health_metrics(ops_store.engine(), reconciliation.reconciliation_settings(), now)
     frame = pd.DataFrame({"measured_at": pd.Timestamp(now), "metric": list(metrics),
                           "value": [None if v is None else float(v) for v in metrics.values()]})
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         con.execute("create schema if not exists monitoring")
         con.execute("create table if not exists monitoring.pipeline_health "
                     "(measured_at timestamptz, metric varchar, value double)")
@@ -87,7 +88,7 @@ def recovery_kpis(warehouse: WarehouseResource,
     rate), and the amount recovered per currency. Published only after the parity checks pass
     (they are blocking), so the numbers shown agree with what the provider holds. The chart
     shows both rates and the recovered amount month by month."""
-    with warehouse.duckdb() as con:
+    with connect(warehouse.target) as con:
         n = sqlrun.materialize(con, "monitoring", "recovery_kpis")
         kpis = con.execute("select * from monitoring.recovery_kpis").df()
     overall = kpis[kpis["currency"] == "all"]

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from recovery_pipeline.reconciliation.warehouse_con import connect
 from recovery_pipeline.resources import ReconciliationConfig, WarehouseResource
 
 FRESHNESS_KEY = dg.AssetKey(["monitoring", "source_freshness"])
@@ -26,7 +27,7 @@ def source_freshness_checks(context: dg.AssetCheckExecutionContext, warehouse: W
     """Data freshness: compares each source's newest timestamp with ``max_source_lag_hours``."""
     max_lag = reconciliation.reconciliation_settings().max_source_lag_hours
     selected = {k.name for k in context.selected_asset_check_keys}
-    with warehouse.duckdb(read_only=True) as con:
+    with connect(warehouse.target, read_only=True) as con:
         rows = {r[0]: r[1:] for r in con.execute(
             "select entity, newest_updated_at, row_count, lag_hours from monitoring.source_freshness").fetchall()}
     for entity in CANONICAL_SOURCES:
@@ -62,7 +63,7 @@ def pipeline_health_checks(context: dg.AssetCheckExecutionContext, warehouse: Wa
     """Thresholds on the latest pipeline-health measurement."""
     cfg = reconciliation.reconciliation_settings()
     selected = {k.name for k in context.selected_asset_check_keys}
-    with warehouse.duckdb(read_only=True) as con:
+    with connect(warehouse.target, read_only=True) as con:
         metrics = dict(con.execute(
             "select metric, value from monitoring.pipeline_health where measured_at = "
             "(select max(measured_at) from monitoring.pipeline_health)").fetchall())
