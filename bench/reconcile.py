@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
+from _report import target  # noqa: E402
 
 from recovery_pipeline.reconciliation import (  # noqa: E402
     checking,
@@ -112,6 +113,8 @@ def main() -> int:
     print(f"(b) expectation suites + verdicts:   {checks_s * 1000:8.1f} ms  "
           f"({len(outcomes)} checks, failed: {failed or 'none'})")
     print(f"total (a + b, imports excluded):     {total:8.3f} s   (target < 3 s)")
+    target("reconcile: parity SQL / hand-written aggregate", sql_parity / hand, "<=", 1.5, "x")
+    target("reconcile: all checks (SQL + suites)", total, "<", 3.0, " s")
     ok = sql_parity <= 1.5 * hand and total < 3 and not failed
     print("RESULT:", "PASS" if ok else "MISS")
     return 0

@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _report import target  # noqa: E402
 from recovery_pipeline.webhooks.signing import sign_revtain  # noqa: E402
 
 SECRET = "whsec_bench_revtain_secret"
@@ -290,6 +291,8 @@ def main() -> int:
     ok_ratio, ok_p99 = ratio >= TARGET_RATIO, recv["p99"] <= TARGET_P99_MS
     print(f"ratio receiver/echo: {ratio:.3f} (target >= {TARGET_RATIO}: {'MET' if ok_ratio else 'NOT MET'}); "
           f"receiver p99 {recv['p99']:.1f} ms (target <= {TARGET_P99_MS:.0f} ms: {'MET' if ok_p99 else 'NOT MET'})")
+    target("webhooks: receiver rate / echo rate", ratio, ">=", TARGET_RATIO)
+    target("webhooks: receiver p99 latency", recv["p99"], "<=", TARGET_P99_MS, " ms")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
