@@ -9,7 +9,7 @@ limit (items per request x requests per second):
 Default sizes finish within a minute; ``--records 100000`` is the full run. Both limits run in
 the same invocation; the machine's load average is printed next to them (the ratio depends on how
 much CPU the client and the sandbox get). Batches in flight: ``--concurrency`` or, by default,
-enough to cover ~150 ms of round trip at the limit's rate (2 at 5 req/s, 8 at 50 req/s).
+enough to cover ~300 ms of round trip at the limit's rate (2 at 5 req/s, 15 at 50 req/s).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> int:
     ap.add_argument("--low", default="100x5", help="items x requests/s of the provider's limit")
     ap.add_argument("--high", default="200x50", help="a much higher limit")
     ap.add_argument("--concurrency", type=int, default=0,
-                    help="batches in flight (default: rate x 150 ms, at least 2, at most 16)")
+                    help="batches in flight (default: rate x 300 ms, at least 2, at most 16)")
     args = ap.parse_args()
     results = {}
     print(f"load average before: {_load()} (2 cores shared with other work)")

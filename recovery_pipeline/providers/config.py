@@ -38,8 +38,9 @@ class ProviderOptions:
                             concurrency=self.concurrency or auto_concurrency(self.requests_per_second))
 
 
-def auto_concurrency(requests_per_second: float, round_trip_seconds: float = 0.15) -> int:
-    """Batches in flight that keep the limiter busy: the rate x a round trip (at least 2, at most
+def auto_concurrency(requests_per_second: float, round_trip_seconds: float = 0.3) -> int:
+    """Batches in flight that keep the limiter busy: the rate x a round trip of up to 300 ms (a
+    loaded sandbox or provider answers in 150-350 ms at 50 req/s); at least 2, at most
     16). The token bucket, not this number, keeps the rate: more in flight never sends faster."""
     return min(16, max(2, math.ceil(requests_per_second * round_trip_seconds)))
 
