@@ -28,6 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import target  # noqa: E402
 from recovery_pipeline.httpserve import free_port  # noqa: E402
 from recovery_pipeline.opsstore import create_ops_engine, init_ops_store  # noqa: E402
 from recovery_pipeline.providers.config import ProviderOptions, auto_concurrency  # noqa: E402
@@ -124,6 +125,10 @@ def main() -> int:
     high = results["high"]
     print(f"target >= 0.9 at the high limit: {'met' if high['fraction'] >= 0.9 else 'NOT met'} "
           f"({high['fraction']:.3f})")
+    target("push: fraction of allowed rate, low limit", low, ">=", 0.9)
+    target("push: fraction of allowed rate, high limit", high["fraction"], ">=", 0.9)
+    target("push: 429s received (both limits)",
+           float(sum(r["429s"] for r in results.values())), "<=", 0.0)
     if high["fraction"] < 0.9 and high["429s"] == 0:
         print("  (high limit: no 429s, so the provider limit was not what held it back: client + "
               "sandbox CPU on this machine are (mapping + hashing + SQLite ledger in the client, "

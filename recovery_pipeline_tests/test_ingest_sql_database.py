@@ -69,3 +69,28 @@ def test_changed_months_query_finds_only_the_changed_month(data_env):
     changes = changed_months_sql(data_env.billing_db_url, since)
     assert list(changes) == ["2025-02"]
     assert changes["2025-02"]["rows"] == 1 and changes["2025-02"]["max_updated_at"] == bump
+
+
+def test_a_future_dated_row_does_not_freeze_the_cursor(data_env):
+    from datetime import UTC, datetime
+
+    w = World()
+    w.good_month(M, 2)
+    engine = w.write_sql(data_env.billing_db_url)
+    future = datetime(2031, 1, 1, tzinfo=UTC)
+    bad, good = w.rows["invoices"][0]["invoice_id"], w.rows["invoices"][1]["invoice_id"]
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.invoices).where(schema.invoices.c.invoice_id == bad)
+                     .values(updated_at=future))
+    load_and_model(data_env, [M], kind="sql_database")
+    assert ("future_timestamp",) in query(
+        data_env, "select reason from canonical.quarantine where record_id = $id", {"id": bad})
+    assert list(changed_months_sql(data_env.billing_db_url, ts("2025-04", 1))) == []
+
+    bump = ts("2025-04", 2)  # a real change after the bad row was seen
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.invoices).where(schema.invoices.c.invoice_id == good)
+                     .values(status="refunded", updated_at=bump))
+    load_and_model(data_env, [M], kind="sql_database")
+    assert query(data_env, "select status from canonical.invoices where invoice_id = $id",
+                 {"id": good}) == [("refunded",)]

@@ -68,13 +68,23 @@ def rows_to_arrow(table: sa.Table, rows: list) -> pa.Table:
     return pa.table(arrays)
 
 
-def read_changed_rows(engine: sa.Engine, entity: str, month: str, since: datetime,
-                      chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Rows of ``entity`` created in ``month`` with ``updated_at >= since``, as Arrow chunks."""
+def read_changed_rows(engine: sa.Engine, entity: str, month: str, since: datetime | None,
+                      chunk_rows: int = CHUNK_ROWS, *, future: bool = False) -> Iterator[pa.Table]:
+    """Rows of ``entity`` created in ``month`` with ``since <= updated_at <= now``, as Arrow chunks.
+
+    ``future=True`` reads instead the rows whose ``updated_at`` lies in the future: they must not
+    drive the cursor (it would jump past every real change to come), so they are read on every run
+    (a handful of bad rows; merged on the key, so idempotent) and reach quarantine with a reason.
+    """
     table = ENTITIES[entity]
     start, end = month_bounds(month)
+    now = datetime.now(UTC)
     with engine.connect() as conn:
-        conds = [table.c.created_at >= bind_ts(conn, start), table.c.updated_at >= bind_ts(conn, since)]
+        conds = [table.c.created_at >= bind_ts(conn, start)]
+        if future:
+            conds.append(table.c.updated_at > bind_ts(conn, now))
+        else:
+            conds += [table.c.updated_at >= bind_ts(conn, since), table.c.updated_at <= bind_ts(conn, now)]
         if end <= datetime.now(UTC):
             conds.append(table.c.created_at < bind_ts(conn, end))
         # else: the current month also takes future-dated rows (the canonical layer quarantines them)
@@ -97,6 +107,17 @@ def _month_resource(engine: sa.Engine, entity: str, month: str, primary_key: str
     return changed_rows
 
 
+def _future_resource(engine: sa.Engine, entity: str, month: str, primary_key: str,
+                     loaded_at: datetime):
+    @dlt.resource(name=f"{entity}__{month.replace('-', '_')}__future", table_name=entity,
+                  write_disposition="merge", primary_key=primary_key)
+    def future_rows() -> Iterator[pa.Table]:
+        for chunk in read_changed_rows(engine, entity, month, None, future=True):
+            yield conform_arrow(entity, chunk, source="sql", month=month, loaded_at=loaded_at)
+
+    return future_rows
+
+
 @dlt.source(name="billing_database", max_table_nesting=0)
 def billing_database_source(url: str = dlt.config.value, months: list[str] | None = None,
                             entities: list[str] | tuple[str, ...] = RAW_ENTITIES,
@@ -108,7 +129,8 @@ def billing_database_source(url: str = dlt.config.value, months: list[str] | Non
     engine = sa.create_engine(url)
     keys = {**PRIMARY_KEYS, **(primary_keys or {})}
     loaded_at = loaded_at or datetime.now(UTC)
-    return [_month_resource(engine, e, m, keys[e], loaded_at) for e in entities for m in months]
+    return [make(engine, e, m, keys[e], loaded_at) for e in entities for m in months
+            for make in (_month_resource, _future_resource)]
 
 
 def changed_months_sql(url: str, since: datetime,
@@ -128,7 +150,10 @@ def changed_months_sql(url: str, since: datetime,
                         sa.func.timezone("UTC", t.c.created_at), "YYYY-MM")
                 stmt = (sa.select(month_expr.label("m"), sa.func.count().label("n"),
                                   sa.func.max(t.c.updated_at).label("mx"))
-                        .where(t.c.updated_at > bind_ts(conn, since)).group_by(month_expr))
+                        .where(t.c.updated_at > bind_ts(conn, since),
+                               # a future-dated bad row would freeze the cursor past every change
+                               t.c.updated_at <= bind_ts(conn, datetime.now(UTC)))
+                        .group_by(month_expr))
                 current = month_key(datetime.now(UTC))
                 for m, n, mx in conn.execute(stmt):
                     m = min(m, current)  # future-dated rows travel with the current month
