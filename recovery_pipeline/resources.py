@@ -202,7 +202,7 @@ class ProviderResource(dg.ConfigurableResource):
     batch_size: int = 0
     requests_per_second: float = 0.0
     max_receive_count: int = 0
-    concurrency: int = 2
+    concurrency: int = 0  # 0: automatic (rate x 300 ms, 2..16 batches in flight)
     timeout_seconds: float = 10.0
 
     def options(self):

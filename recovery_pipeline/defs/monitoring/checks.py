@@ -83,8 +83,11 @@ def pipeline_health_checks(context: dg.AssetCheckExecutionContext, warehouse: Wa
     }
     for name, (passed, summary) in verdicts.items():
         if name in selected:
+            # repeated non-2xx answers to the provider's webhooks page the on-call (ERROR)
+            severity = (dg.AssetCheckSeverity.ERROR if name == "webhook_success_rate_above_minimum"
+                        else dg.AssetCheckSeverity.WARN)
             yield dg.AssetCheckResult(check_name=name, asset_key=HEALTH_KEY, passed=passed,
-                                      severity=dg.AssetCheckSeverity.WARN, description=summary,
+                                      severity=severity, description=summary,
                                       metadata={"summary": summary})
 
 
