@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from _report import target  # noqa: E402
 
 import duckdb  # noqa: E402
 
@@ -115,6 +116,7 @@ def main() -> int:
               f"  [raw {raw_s:.2f} s, canonical {canon_s:.2f} s]")
         print(f"    canonical: " + ", ".join(f"{k}={v:,}" for k, v in canon.items()))
         print(f"ratio b/a: {full_s / bare_s:.2f}x (target <= 2x)")
+        target("backfill: raw + canonical / bare DuckDB load", full_s / bare_s, "<=", 2.0, "x")
         if args.dagster:
             dg_s = dagster_backfill(exports, tmp / "dagster")
             print(f"(c) same backfill through Dagster : {dg_s:7.2f} s  "
