@@ -213,7 +213,10 @@ def main() -> int:
                    REVTAIN_WEBHOOK_SECRET=SECRET, PYTHONPATH=str(REPO), **extra)
         return subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory",
                                  "recovery_pipeline.webhooks.app:app_from_env", "--host", "127.0.0.1",
-                                 "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                                 "--port", str(port), "--log-level", "warning", "--no-access-log",
+                                 # explicit (one process serves echo and receiver alike): fail
+                                 # loudly rather than silently fall back to h11/asyncio
+                                 "--http", "httptools", "--loop", "uvloop"],
                                 env=env, cwd=REPO, stderr=subprocess.PIPE)
 
     proc = start(port, db, {"RECEIVER_BENCH_ECHO": "1"})

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
+
+import orjson
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +49,12 @@ from recovery_pipeline.webhooks.inbox import (
 log = logging.getLogger("recovery_pipeline.webhooks")
 
 DEFAULT_MAX_BODY = 256 * 1024
+# The dedicated receiver process (the uvicorn factory, app_from_env) hands the GIL to the
+# group-commit thread after 0.1 ms instead of CPython's 5 ms: that thread re-takes the GIL after every SQLite step (BEGIN, INSERT,
+# COMMIT/fsync) while the event loop is busy, and each wait lengthens the commit every pending
+# acknowledgement is waiting for (measured: ~4.5 -> ~2.9 ms per commit under the bench's load).
+# RECEIVER_SWITCH_INTERVAL overrides it (0 = keep CPython's default).
+DEFAULT_SWITCH_INTERVAL_S = 0.0001
 SECRET_NAMES = {
     "slicker": "slicker_webhook_token",
     "revtain": "revtain_webhook_secret",
@@ -96,6 +105,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _Disconnected(Exception):
+    pass
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -112,15 +125,87 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+async def _read_asgi_body(receive, declared: str | None, limit: int) -> bytes:
+    """The body straight from ASGI ``receive`` (the hot path: no Starlette Request), same limits."""
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _TooLarge
+        except ValueError:
+            pass
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                body = chunk if not body else body + chunk
+                if len(body) > limit:
+                    raise _TooLarge
+            if not message.get("more_body", False):
+                return body
+        elif message["type"] == "http.disconnect":
+            raise _Disconnected
+
+
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def _ack(message: str, duplicate: bool, event_id: str) -> Response:
-    return Response(
-        json.dumps({"success": True, "message": message, "duplicate": duplicate, "event_id": event_id}),
-        media_type="application/json")
+def _json_bytes(doc: dict) -> bytes:
+    # the same compact UTF-8 rendering as starlette's JSONResponse
+    return orjson.dumps(doc)
+
+
+def _ack(message: str, duplicate: bool, event_id: str) -> bytes:
+    return _json_bytes({"success": True, "message": message, "duplicate": duplicate, "event_id": event_id})
+
+
+_JSON_CT = (b"content-type", b"application/json")
+
+
+async def _send(send, status: int, payload: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [_JSON_CT, (b"content-length", str(len(payload)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _fast_route(scope) -> str | None:
+    """``provider`` when the request is ``POST /webhooks/{provider}`` (one path segment, as the
+    Starlette route would match), ``"/echo"`` for ``POST /echo``, else None (Starlette serves it)."""
+    if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("root_path"):
+        return None
+    path = scope["path"]
+    if path.startswith("/webhooks/"):
+        provider = path[10:]
+        if provider and "/" not in provider:
+            return provider
+        return None
+    if path == "/echo":
+        return "/echo"
+    return None
+
+
+class _ReceiverApp(Starlette):
+    """Starlette for everything, except the hot route (``POST /webhooks/{provider}``, and the
+    bench's ``POST /echo`` so echo and receiver pay the same dispatch cost), which is served as
+    plain ASGI: no middleware stack, router, Request or Response objects per delivery."""
+
+    def __init__(self, *, fast_receive, fast_echo, **kwargs):
+        super().__init__(**kwargs)
+        self._fast_receive = fast_receive
+        self._fast_echo = fast_echo
+
+    async def __call__(self, scope, receive, send) -> None:
+        route = _fast_route(scope)
+        if route is not None:
+            if route == "/echo":
+                if self._fast_echo is not None:
+                    return await self._fast_echo(scope, receive, send)
+            else:
+                return await self._fast_receive(route, scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def create_app(config: ReceiverConfig | None = None) -> Starlette:
@@ -129,7 +214,7 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
     enabled = cfg.enabled
     state: dict = {}
 
-    async def reject(provider: str, status: int, reason: str) -> Response:
+    async def rejection(provider: str, status: int, reason: str) -> tuple[int, bytes, tuple]:
         provider = provider[:32].encode("unicode_escape").decode("ascii")  # path text: no log injection
         provider = redact.mask_card_numbers_in_text(provider)
         log.warning("webhook rejected provider=%s status=%d reason=%s", provider[:32], status, reason)
@@ -140,36 +225,35 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
                     await writer.record_rejection(rejection_row(provider, status, reason))
             except (StoreUnavailable, TimeoutError):
                 log.error("could not record webhook rejection (store unavailable)")
-        return JSONResponse({"success": False, "message": reason}, status_code=status)
+        return status, _json_bytes({"success": False, "message": reason}), ()
 
-    async def receive(request: Request) -> Response:
-        provider = request.path_params["provider"]
+    async def handle(provider: str, headers: dict[str, str], content_type: str, read_body
+                     ) -> tuple[int, bytes, tuple]:
+        """The whole per-delivery contract; returns (status, JSON body, extra headers)."""
         if provider not in enabled:
-            return await reject(provider, 404, "unknown or disabled provider")
-        if not _is_json(request.headers.get("content-type", "")):
-            return await reject(provider, 415, "content type must be application/json")
+            return await rejection(provider, 404, "unknown or disabled provider")
+        if not _is_json(content_type):
+            return await rejection(provider, 415, "content type must be application/json")
         try:
-            body = await _read_body(request, cfg.max_body_bytes)
+            body = await read_body()
         except _TooLarge:
-            return await reject(provider, 413, f"body larger than {cfg.max_body_bytes} bytes")
-        headers = {k.lower(): v for k, v in request.headers.items()}
+            return await rejection(provider, 413, f"body larger than {cfg.max_body_bytes} bytes")
         try:
             signing.verify(provider, headers, body, cfg.secrets.get(provider),
                            token=cfg.secrets.get("slicker"), basic=cfg.slicker_basic)
         except signing.SignatureError as exc:
-            return await reject(provider, 401, exc.reason)
+            return await rejection(provider, 401, exc.reason)
         try:
             event_id, event_type = extract_event(provider, headers, body)
         except BadPayload as exc:
-            return await reject(provider, 400, str(exc))
+            return await rejection(provider, 400, str(exc))
         # card numbers are never stored or logged (DESIGN.md): mask them in what is kept
         stored_body, masked = redact.mask_card_numbers_in_body(body)
         event_id = redact.mask_card_numbers_in_text(event_id)
         event_type = redact.mask_card_numbers_in_text(event_type)
         if masked:
             log.warning("webhook card number masked before storing provider=%s", provider)
-        safe_headers = {k: redact.mask_card_numbers_in_text(v)
-                        for k, v in signing.redact_headers(headers).items()}
+        safe_headers = redact.mask_card_numbers_in_values(signing.redact_headers(headers))
         row = inbox_row(provider, event_id, event_type, json.dumps(safe_headers), stored_body)
         try:
             writer = state.get("writer")
@@ -180,11 +264,51 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
         except (StoreUnavailable, TimeoutError) as exc:
             log.error("webhook not stored provider=%s event_id=%s: %s", provider, event_id,
                       type(exc).__name__)
-            return JSONResponse({"success": False, "message": "store unavailable, retry later"},
-                                status_code=503, headers={"Retry-After": "5"})
+            return (503, _json_bytes({"success": False, "message": "store unavailable, retry later"}),
+                    ((b"retry-after", b"5"),))
         if inserted:
-            return _ack("stored", False, event_id)
-        return _ack("duplicate: already stored", True, event_id)
+            return 200, _ack("stored", False, event_id), ()
+        return 200, _ack("duplicate: already stored", True, event_id), ()
+
+    async def receive(request: Request) -> Response:  # Starlette route (when not on the fast path)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, payload, extra = await handle(
+            request.path_params["provider"], headers, request.headers.get("content-type", ""),
+            lambda: _read_body(request, cfg.max_body_bytes))
+        return Response(payload, status_code=status, media_type="application/json",
+                        headers={k.decode(): v.decode() for k, v in extra})
+
+    async def fast_receive(provider: str, scope, receive_msg, send) -> None:
+        headers: dict[str, str] = {}
+        content_type = declared = None
+        for k, v in scope["headers"]:
+            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+            headers[name] = value  # the last of repeated names, as before
+            if name == "content-type" and content_type is None:
+                content_type = value
+            elif name == "content-length" and declared is None:
+                declared = value
+        try:
+            status, payload, extra = await handle(
+                provider, headers, content_type or "",
+                lambda: _read_asgi_body(receive_msg, declared, cfg.max_body_bytes))
+        except _Disconnected:
+            return
+        await _send(send, status, payload, extra)
+
+    async def echo(request: Request) -> Response:
+        body = await _read_body(request, cfg.max_body_bytes)
+        return Response(json.dumps({"success": True, "message": "echo", "bytes": len(body)}),
+                        media_type="application/json")
+
+    async def fast_echo(scope, receive_msg, send) -> None:
+        declared = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-length"),
+                        None)
+        try:
+            body = await _read_asgi_body(receive_msg, declared, cfg.max_body_bytes)
+        except _Disconnected:
+            return
+        await _send(send, 200, _json_bytes({"success": True, "message": "echo", "bytes": len(body)}))
 
     async def healthz(request: Request) -> Response:
         writer = state.get("writer")
@@ -237,12 +361,17 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
     ]
     if cfg.echo:
         routes.append(Route("/echo", echo, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return _ReceiverApp(routes=routes, lifespan=lifespan, fast_receive=fast_receive,
+                        fast_echo=fast_echo if cfg.echo else None)
 
 
 def app_from_env() -> Starlette:
     """uvicorn factory (``--factory recovery_pipeline.webhooks.app:app_from_env``)."""
-    return create_app(ReceiverConfig.from_env())
+    cfg = ReceiverConfig.from_env()
+    if not (os.environ.get("RECEIVER_SWITCH_INTERVAL") or "").strip():
+        # its own process: a short GIL switch interval for the commit thread (see above)
+        cfg = dataclasses.replace(cfg, switch_interval_s=DEFAULT_SWITCH_INTERVAL_S)
+    return create_app(cfg)
 
 
 def openapi_document(providers: tuple[str, ...] = signing.PROVIDERS) -> dict:

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from recovery_pipeline.opsstore.models import webhook_inbox, webhook_rejections
@@ -63,9 +64,14 @@ def extract_event(provider: str, headers: dict[str, str], body: bytes) -> tuple[
     non-object body, or a provider whose contract requires an id that is missing.
     """
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadPayload(f"malformed JSON: {type(exc).__name__}") from None
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson is stricter than the stdlib (NaN, integers beyond 64 bits, lone surrogates):
+        # the stdlib decides, so exactly the same bodies are accepted as before
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadPayload(f"malformed JSON: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise BadPayload("JSON body is not an object")
     if provider == "slicker":  # envelope {id, type, created, data}
@@ -229,6 +235,7 @@ class GroupCommitWriter:
         self._pending: list[_Item] = []  # loop side, handed off once per loop turn
         self._handoff_scheduled = False
         self._thread: threading.Thread | None = None
+        self._running = False  # True from start() until the writer thread ends (cheap hot-path check)
         self._raw = None  # the writer's own DBAPI connection
         self._lock_path = _sqlite_lock_path(engine)
         self._lock_fd: int | None = None
@@ -245,6 +252,7 @@ class GroupCommitWriter:
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="inbox-group-commit", daemon=True)
+            self._running = True
             self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:
@@ -259,7 +267,8 @@ class GroupCommitWriter:
 
     # producers (event loop side)
     def _enqueue(self, kind: str, row: dict) -> asyncio.Future:
-        if not self.alive:
+        # (_running, not Thread.is_alive(): that takes a lock on every request)
+        if not self._running or self._thread is None:
             raise StoreUnavailable("inbox writer is not running")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -309,6 +318,7 @@ class GroupCommitWriter:
                         self._commit(carry)
                     return
         finally:
+            self._running = False
             self._close_raw()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
