@@ -201,7 +201,8 @@ class ProviderAdapter(ABC):
         return None
 
     def execute_body(self, txn: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError(f"{self.name} takes failed transactions by push, not execute")
+        """Only providers with an ``execute_path`` (Revtain) take hand-offs one by one."""
+        raise TypeError(f"{self.name} takes failed transactions by push, not by execute")
 
 
 def wire(entity: str, adapter: ProviderAdapter, row: dict[str, Any]) -> dict[str, Any]:
