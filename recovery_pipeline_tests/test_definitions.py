@@ -61,3 +61,16 @@ def test_dg_check_defs_passes():
     proc = subprocess.run([exe, "check", "defs"], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=280, env={**os.environ, "NO_COLOR": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_every_sensor_and_schedule_starts_running():
+    from recovery_pipeline.definitions import defs as all_defs
+
+    repo = all_defs.get_repository_def()
+    stopped = [s.name for s in repo.sensor_defs if s.default_status != dg.DefaultSensorStatus.RUNNING]
+    stopped += [s.name for s in repo.schedule_defs
+                if s.default_status != dg.DefaultScheduleStatus.RUNNING]
+    assert {s.name for s in repo.sensor_defs} >= {"billing_changes_sensor", "failed_transactions_sensor",
+                                                  "execution_sensor", "alerting_sensor"}
+    assert {s.name for s in repo.schedule_defs} >= {"daily_reconciliation_schedule", "recovery_actions_poll"}
+    assert stopped == []
