@@ -7,6 +7,7 @@ picked, from ``settings.load_settings()``. Secrets reach resources only as ``dg.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from functools import cached_property
 
@@ -14,7 +15,10 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from recovery_pipeline.reconciliation.config import ReconciliationSettings
 from recovery_pipeline.settings import Settings, load_settings
+
+_RECON_DEFAULTS = ReconciliationSettings()
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -94,29 +98,21 @@ class ReconciliationConfig(dg.ConfigurableResource):
     provider_counts_source: str = "auto"
     abs_tolerance: dict[str, float] = {}
     pct_tolerance: dict[str, float] = {}
-    high_volume_min_share: float = 0.01
-    missed_action_grace_minutes: float = 60.0
-    executed_action_grace_minutes: float = 30.0
-    max_source_lag_hours: float = 26.0
-    poll_stale_minutes: float = 30.0
-    poll_max_consecutive_failures: int = 3
-    dead_letter_threshold: int = 10
-    webhook_success_min_rate: float = 0.95
+    # thresholds: defaults come from ReconciliationSettings, the one place they are defined
+    high_volume_min_share: float = _RECON_DEFAULTS.high_volume_min_share
+    missed_action_grace_minutes: float = _RECON_DEFAULTS.missed_action_grace_minutes
+    executed_action_grace_minutes: float = _RECON_DEFAULTS.executed_action_grace_minutes
+    max_source_lag_hours: float = _RECON_DEFAULTS.max_source_lag_hours
+    poll_stale_minutes: float = _RECON_DEFAULTS.poll_stale_minutes
+    poll_max_consecutive_failures: int = _RECON_DEFAULTS.poll_max_consecutive_failures
+    dead_letter_threshold: int = _RECON_DEFAULTS.dead_letter_threshold
+    webhook_success_min_rate: float = _RECON_DEFAULTS.webhook_success_min_rate
 
     def reconciliation_settings(self):
-        from recovery_pipeline.reconciliation.config import ReconciliationSettings
-
+        thresholds = {f.name: getattr(self, f.name) for f in dataclasses.fields(ReconciliationSettings)
+                      if f.name != "tolerances"}
         return ReconciliationSettings.from_mappings(
-            abs_tolerance=dict(self.abs_tolerance), pct_tolerance=dict(self.pct_tolerance),
-            high_volume_min_share=self.high_volume_min_share,
-            missed_action_grace_minutes=self.missed_action_grace_minutes,
-            executed_action_grace_minutes=self.executed_action_grace_minutes,
-            max_source_lag_hours=self.max_source_lag_hours,
-            poll_stale_minutes=self.poll_stale_minutes,
-            poll_max_consecutive_failures=self.poll_max_consecutive_failures,
-            dead_letter_threshold=self.dead_letter_threshold,
-            webhook_success_min_rate=self.webhook_success_min_rate,
-        )
+            abs_tolerance=dict(self.abs_tolerance), pct_tolerance=dict(self.pct_tolerance), **thresholds)
 
     def provider_name(self, integration_file: str | None = None) -> str:
         if self.provider:

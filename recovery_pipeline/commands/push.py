@@ -17,17 +17,10 @@ def run(args) -> int:
     import duckdb
     import httpx
 
-    from recovery_pipeline.opsstore import create_ops_engine, init_ops_store
-    from recovery_pipeline.providers.config import resolve_options
+    from recovery_pipeline.providers.config import options_from_environment
     from recovery_pipeline.providers.push import iter_canonical_duckdb, push_entity
-    from recovery_pipeline.settings import load_settings
 
-    settings = load_settings()
-    settings.ensure_dirs()
-    opts = resolve_options(base_url=args.base_url or settings.provider_base_url, api_key=None,
-                           integration_file=str(settings.integration_file), provider=args.provider)
-    engine = create_ops_engine(settings.ops_store_url)
-    init_ops_store(engine)
+    settings, opts, engine = options_from_environment(args.provider, args.base_url)
     entities = args.entity or ["subscriptions", "invoices", "transactions"]
     dead = 0
     with opts.client() as client, duckdb.connect(str(settings.duckdb_path), read_only=True) as con:

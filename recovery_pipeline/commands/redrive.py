@@ -12,18 +12,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from recovery_pipeline.opsstore import create_ops_engine, init_ops_store
-    from recovery_pipeline.providers.config import resolve_options
+    from recovery_pipeline.providers.config import options_from_environment
     from recovery_pipeline.providers.handoff import execute_one
     from recovery_pipeline.providers.push import redrive
-    from recovery_pipeline.settings import load_settings
 
-    settings = load_settings()
-    settings.ensure_dirs()
-    opts = resolve_options(base_url=args.base_url or settings.provider_base_url, api_key=None,
-                           integration_file=str(settings.integration_file), provider=args.provider)
-    engine = create_ops_engine(settings.ops_store_url)
-    init_ops_store(engine)
+    _, opts, engine = options_from_environment(args.provider, args.base_url)
     with opts.client() as client:
         def rehandoff(body: dict) -> bool:
             meta = body.get("metadata") or {}

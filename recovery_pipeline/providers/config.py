@@ -65,3 +65,18 @@ def resolve_options(*, base_url: str, api_key: str | None, integration_file: str
         max_receive_count=max_receive_count or cfg.max_receive_count,
         **extra,
     )
+
+
+def options_from_environment(provider: str = "", base_url: str | None = None):
+    """What the ``push`` and ``redrive`` commands share: the settings, the provider options (flags
+    over integration.yaml over defaults) and an initialised ops-store engine."""
+    from recovery_pipeline.opsstore import create_ops_engine, init_ops_store
+    from recovery_pipeline.settings import load_settings
+
+    settings = load_settings()
+    settings.ensure_dirs()
+    opts = resolve_options(base_url=base_url or settings.provider_base_url, api_key=None,
+                           integration_file=str(settings.integration_file), provider=provider)
+    engine = create_ops_engine(settings.ops_store_url)
+    init_ops_store(engine)
+    return settings, opts, engine
