@@ -1,7 +1,8 @@
 """Webhook receiver throughput: verified + durably stored + deduplicated vs a bare echo endpoint.
 
-Starts the receiver (uvicorn, separate process, ``RECEIVER_BENCH_ECHO=1`` so the same app also
-serves ``POST /echo``, which reads the body and answers 200 without verifying or storing), then
+Starts the receiver as deployed (uvicorn, separate process, with its writer process beside it;
+``RECEIVER_BENCH_ECHO=1`` so the same app also serves ``POST /echo``, which reads the body and
+answers 200 without verifying or storing), then
 drives both over loopback (plus the same receiver forced to commit each event alone,
 ``RECEIVER_MAX_BATCH=1``, as the naive baseline) from a second process: ``wrk`` with a Lua script replaying pre-signed
 Revtain deliveries (distinct event ids) when wrk is installed, else an asyncio keep-alive load
@@ -274,7 +275,8 @@ def main() -> int:
     con.close()
     ratio = recv["rps"] / echo["rps"] if echo["rps"] else 0.0
     print(f"generator: {gen}, {args.connections} connections, {args.duration:.0f} s per endpoint, "
-          f"cpus: {os.cpu_count()}, store: SQLite WAL synchronous=FULL, group commit")
+          f"cpus: {os.cpu_count()}, store: SQLite WAL synchronous=FULL, group commit, "
+          f"writer: {writer.get('kind', '?')}")
     print(f"echo (no verify, no store):        {echo['rps']:9.0f} req/s   p50 {echo['p50']:6.2f} ms   "
           f"p99 {echo['p99']:6.2f} ms   non-2xx {echo['non2xx']}")
     print(f"revtain (verify+store+dedupe):     {recv['rps']:9.0f} ev/s    p50 {recv['p50']:6.2f} ms   "

@@ -227,7 +227,8 @@ def test_openapi_document_describes_the_routes_and_healthz_is_up(db_url):
     assert set(op["responses"]) == {"200", "400", "401", "404", "413", "415", "503"}
     assert op["parameters"][0]["schema"]["enum"] == PROVIDERS
     assert health["status"] == "ok" and health["providers"] == PROVIDERS
-    assert set(health["writer"]) == {"batches", "items", "rows", "commit_seconds"}
+    assert set(health["writer"]) == {"kind", "pid", "batches", "items", "rows", "commit_seconds"}
+    assert health["writer"]["kind"] == "process"  # the default: commits run in a child process
 
 
 def test_echo_route_exists_only_with_bench_flag(db_url):

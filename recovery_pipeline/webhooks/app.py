@@ -5,13 +5,15 @@ secret is configured). Per request, in this order:
 
 1. JSON content type, else 415; declared or streamed size above the limit, else 413 (enforced
    while streaming: an oversized body is never read whole);
-2. verification of the raw bytes with :mod:`recovery_pipeline.webhooks.signing` (401) - nothing
-   is parsed before the signature holds;
-3. parse and extract the event id and type per provider (400);
-4. hand the row (raw body + redacted headers) to the group-commit writer and wait for the durable
-   commit; 200 ``{success, message, duplicate, event_id}`` once it is on disk, 503 when the store
-   is unavailable (the provider retries; nothing unstored is ever acknowledged).
+2. the raw delivery goes to the group-commit writer (:mod:`recovery_pipeline.webhooks.writers`),
+   which runs :func:`recovery_pipeline.webhooks.inbox.admit` on it: verification of the raw bytes
+   with :mod:`recovery_pipeline.webhooks.signing` (401) - nothing is parsed before the signature
+   holds -, then the event id and type per provider (400), then redaction;
+3. the writer stores the row (raw body + redacted headers) durably, deduplicated on (provider,
+   event id), and answers; 200 ``{success, message, duplicate, event_id}`` once it is on disk,
+   503 when the store is unavailable (the provider retries; nothing unstored is ever acknowledged).
 
+By default the writer is a child process, so this event loop only does HTTP and hands off.
 Unknown event types are stored and acknowledged. Every rejection is logged (no secrets) and
 recorded in ``webhook_rejections``. Nothing is executed here: processing reads the inbox.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -37,23 +40,17 @@ from starlette.routing import Route
 from recovery_pipeline import settings as settings_mod
 from recovery_pipeline.opsstore.store import create_ops_engine, init_ops_store
 from recovery_pipeline.webhooks import redact, signing
-from recovery_pipeline.webhooks.inbox import (
-    BadPayload,
-    GroupCommitWriter,
-    StoreUnavailable,
-    extract_event,
-    inbox_row,
-    rejection_row,
-)
+from recovery_pipeline.webhooks.inbox import StoreUnavailable, WebhookAuth, rejection_row
+from recovery_pipeline.webhooks.writers import make_writer
 
 log = logging.getLogger("recovery_pipeline.webhooks")
 
 DEFAULT_MAX_BODY = 256 * 1024
-# The dedicated receiver process (the uvicorn factory, app_from_env) hands the GIL to the
-# group-commit thread after 0.1 ms instead of CPython's 5 ms: that thread re-takes the GIL after every SQLite step (BEGIN, INSERT,
-# COMMIT/fsync) while the event loop is busy, and each wait lengthens the commit every pending
-# acknowledgement is waiting for (measured: ~4.5 -> ~2.9 ms per commit under the bench's load).
-# RECEIVER_SWITCH_INTERVAL overrides it (0 = keep CPython's default).
+# With the writer THREAD (writer="thread"), the dedicated receiver process (the uvicorn factory,
+# app_from_env) hands the GIL to that thread after 0.1 ms instead of CPython's 5 ms: it re-takes
+# the GIL after every SQLite step while the event loop is busy, and each wait lengthens the commit
+# every pending acknowledgement is waiting for. The default writer PROCESS shares no GIL with the
+# loop and needs none of this. RECEIVER_SWITCH_INTERVAL overrides it (0 = CPython's default).
 DEFAULT_SWITCH_INTERVAL_S = 0.0001
 SECRET_NAMES = {
     "slicker": "slicker_webhook_token",
@@ -75,6 +72,12 @@ class ReceiverConfig:
     echo: bool = False  # bench only: POST /echo answers 200 without verifying or storing
     switch_interval_s: float | None = None  # sys.setswitchinterval for the receiver process
     max_batch: int = 1000  # rows per group commit (1 = a commit per event: the bench's naive baseline)
+    writer: str = "process"  # where commits run: "process" (a child process) or "thread"
+    freeze_gc: bool = False  # gc.freeze() after startup (the dedicated receiver process only)
+
+    def __post_init__(self):
+        if self.writer not in ("process", "thread"):
+            raise ValueError(f"RECEIVER_WRITER must be 'process' or 'thread', not {self.writer!r}")
 
     @property
     def enabled(self) -> tuple[str, ...]:
@@ -98,6 +101,7 @@ class ReceiverConfig:
             echo=env.get("RECEIVER_BENCH_ECHO") == "1",
             switch_interval_s=float(env.get("RECEIVER_SWITCH_INTERVAL") or 0) or None,
             max_batch=int(env.get("RECEIVER_MAX_BATCH") or 1000),
+            writer=(env.get("RECEIVER_WRITER") or "process").strip().lower(),
         )
 
 
@@ -218,12 +222,11 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
         provider = provider[:32].encode("unicode_escape").decode("ascii")  # path text: no log injection
         provider = redact.mask_card_numbers_in_text(provider)
         log.warning("webhook rejected provider=%s status=%d reason=%s", provider[:32], status, reason)
-        writer: GroupCommitWriter | None = state.get("writer")
+        writer = state.get("writer")
         if writer is not None:
-            try:
-                async with asyncio.timeout(2):
-                    await writer.record_rejection(rejection_row(provider, status, reason))
-            except (StoreUnavailable, TimeoutError):
+            try:  # (the writer fails a commit that takes longer than commit_timeout_s)
+                await writer.record_rejection(rejection_row(provider, status, reason))
+            except StoreUnavailable:
                 log.error("could not record webhook rejection (store unavailable)")
         return status, _json_bytes({"success": False, "message": reason}), ()
 
@@ -238,37 +241,27 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
             body = await read_body()
         except _TooLarge:
             return await rejection(provider, 413, f"body larger than {cfg.max_body_bytes} bytes")
+        writer = state.get("writer")
         try:
-            signing.verify(provider, headers, body, cfg.secrets.get(provider),
-                           token=cfg.secrets.get("slicker"), basic=cfg.slicker_basic)
-        except signing.SignatureError as exc:
-            return await rejection(provider, 401, exc.reason)
-        try:
-            event_id, event_type = extract_event(provider, headers, body)
-        except BadPayload as exc:
-            return await rejection(provider, 400, str(exc))
-        # card numbers are never stored or logged (DESIGN.md): mask them in what is kept
-        stored_body, masked = redact.mask_card_numbers_in_body(body)
-        event_id = redact.mask_card_numbers_in_text(event_id)
-        event_type = redact.mask_card_numbers_in_text(event_type)
-        if masked:
-            log.warning("webhook card number masked before storing provider=%s", provider)
-        safe_headers = redact.mask_card_numbers_in_values(signing.redact_headers(headers))
-        row = inbox_row(provider, event_id, event_type, json.dumps(safe_headers), stored_body)
-        try:
-            writer = state.get("writer")
             if writer is None:  # served without the lifespan: no store, so no acknowledgement
                 raise StoreUnavailable("inbox writer is not running")
-            async with asyncio.timeout(cfg.commit_timeout_s):
-                inserted = await writer.submit(row)
-        except (StoreUnavailable, TimeoutError) as exc:
-            log.error("webhook not stored provider=%s event_id=%s: %s", provider, event_id,
-                      type(exc).__name__)
-            return (503, _json_bytes({"success": False, "message": "store unavailable, retry later"}),
-                    ((b"retry-after", b"5"),))
-        if inserted:
-            return 200, _ack("stored", False, event_id), ()
-        return 200, _ack("duplicate: already stored", True, event_id), ()
+            # the writer verifies the raw bytes, then parses, then stores (inbox.admit); it answers
+            # within commit_timeout_s (its sweep fails slower batches)
+            outcome = await writer.deliver(provider, headers, body)
+        except StoreUnavailable as exc:
+            outcome = ["unavailable", type(exc).__name__]
+        kind = outcome[0]
+        if kind == "stored":
+            event_id = outcome[2]
+            if outcome[1]:
+                return 200, _ack("stored", False, event_id), ()
+            return 200, _ack("duplicate: already stored", True, event_id), ()
+        if kind == "rejected":  # (recorded in webhook_rejections by the writer)
+            log.warning("webhook rejected provider=%s status=%d reason=%s", provider, outcome[1], outcome[2])
+            return outcome[1], _json_bytes({"success": False, "message": outcome[2]}), ()
+        log.error("webhook not stored provider=%s: %s", provider, outcome[1])
+        return (503, _json_bytes({"success": False, "message": "store unavailable, retry later"}),
+                ((b"retry-after", b"5"),))
 
     async def receive(request: Request) -> Response:  # Starlette route (when not on the fast path)
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -321,16 +314,11 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(enabled))
 
-    async def echo(request: Request) -> Response:
-        body = await _read_body(request, cfg.max_body_bytes)
-        return Response(json.dumps({"success": True, "message": "echo", "bytes": len(body)}),
-                        media_type="application/json")
-
     @contextlib.asynccontextmanager
     async def lifespan(app):
         if "stripe" in enabled:
             import stripe  # noqa: F401 - warm the import before the first delivery
-        if cfg.switch_interval_s:
+        if cfg.switch_interval_s and cfg.writer == "thread":
             # The writer thread re-takes the GIL after each SQLite step (and after the fsync);
             # a busy event loop would hold it for the default 5 ms each time.
             sys.setswitchinterval(cfg.switch_interval_s)
@@ -343,14 +331,22 @@ def create_app(config: ReceiverConfig | None = None) -> Starlette:
                 if attempt == 4:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
-        writer = GroupCommitWriter(engine, max_batch=cfg.max_batch)
-        writer.start()
+        auth = WebhookAuth(secrets={p: v for p, v in cfg.secrets.items() if p in enabled},
+                           slicker_basic=cfg.slicker_basic)
+        writer = make_writer(cfg.ops_store_url, engine, auth, cfg.writer, max_batch=cfg.max_batch,
+                             commit_timeout_s=cfg.commit_timeout_s)
+        await writer.start()
+        if cfg.freeze_gc:
+            # its own process: everything imported and built so far lives as long as the process;
+            # keep it out of the cyclic GC's passes (requests allocate enough to trigger them often)
+            gc.collect()
+            gc.freeze()
         state["writer"], state["engine"] = writer, engine
         log.info("webhook receiver ready; providers=%s", ",".join(enabled))
         try:
             yield
         finally:
-            writer.stop()
+            await writer.stop()
             engine.dispose()
             state.clear()
 
@@ -371,7 +367,7 @@ def app_from_env() -> Starlette:
     if not (os.environ.get("RECEIVER_SWITCH_INTERVAL") or "").strip():
         # its own process: a short GIL switch interval for the commit thread (see above)
         cfg = dataclasses.replace(cfg, switch_interval_s=DEFAULT_SWITCH_INTERVAL_S)
-    return create_app(cfg)
+    return create_app(dataclasses.replace(cfg, freeze_gc=True))
 
 
 def openapi_document(providers: tuple[str, ...] = signing.PROVIDERS) -> dict:
@@ -444,6 +440,8 @@ def openapi_document(providers: tuple[str, ...] = signing.PROVIDERS) -> dict:
                        "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]},
                                       "providers": {"type": "array", "items": {"type": "string"}},
                                       "writer": {"type": "object", "properties": {
+                                          "kind": {"type": "string", "enum": ["process", "thread"]},
+                                          "pid": {"type": "integer", "nullable": True},
                                           "batches": {"type": "integer"}, "items": {"type": "integer"},
                                           "rows": {"type": "integer"}, "commit_seconds": {"type": "number"}}}}},
         }},

@@ -1,27 +1,23 @@
-"""The webhook inbox writer: group commit into ``opsstore.webhook_inbox``, and replay selection.
+"""The webhook inbox: event id/type per provider, the group-commit SQL, and replay selection.
 
-Receiver requests hand their row to :class:`GroupCommitWriter` and await a future. One writer
-thread drains the queue, inserts the whole batch in ONE transaction (insert-or-ignore on the
-unique (provider, event_id)), commits (SQLite ``synchronous=FULL`` in WAL, or Postgres), then
-resolves every future with ``True`` (stored now) or ``False`` (already stored: a duplicate).
-If the commit fails every future of the batch gets the exception, so nothing is acknowledged
-that is not durably stored. Several receiver processes may share the store: dedupe is the unique
-constraint, never check-then-insert.
+:class:`Committer` inserts a whole group of rows in ONE transaction (insert-or-ignore on the
+unique (provider, event_id)) and commits (SQLite ``synchronous=FULL`` in WAL, or Postgres); it
+tells, per row, stored now or already stored (a duplicate). If the commit fails it raises, so the
+writer acknowledges nothing that is not durably stored. Several receiver processes may share the
+store: dedupe is the unique constraint, never check-then-insert. The writers that gather
+concurrent requests into those groups live in :mod:`recovery_pipeline.webhooks.writers`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
 import json
 import logging
 import os
-import queue
-import threading
-import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +26,7 @@ import sqlalchemy as sa
 
 from recovery_pipeline.opsstore.models import webhook_inbox, webhook_rejections
 from recovery_pipeline.opsstore.store import utcnow
+from recovery_pipeline.webhooks import redact, signing
 
 log = logging.getLogger("recovery_pipeline.webhooks")
 
@@ -102,12 +99,48 @@ def extract_event(provider: str, headers: dict[str, str], body: bytes) -> tuple[
     return event_id, (event_type[:128] if event_type else None)
 
 
+# --- admission: verify, then parse, then redact ------------------------------------------------------
+
+@dataclass(frozen=True)
+class WebhookAuth:
+    """What verification needs: provider -> signing secret (Slicker: the bearer token), and
+    Slicker's optional basic ``user:password``. Never logged (repr=False)."""
+
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    slicker_basic: str | None = field(default=None, repr=False)
+
+
+def admit(provider: str, headers: dict[str, str], body: bytes, auth: WebhookAuth) -> tuple:
+    """Decide one delivery: ``("accepted", inbox row)`` or ``("rejected", status, reason)``.
+
+    Verifies the raw bytes first (401) and parses only what verified (400). Card numbers are never
+    stored or logged (DESIGN.md): they are masked in the body, ids and headers that are kept, and
+    credential/signature headers are redacted. ``headers`` must have lowercased names.
+    """
+    try:
+        signing.verify(provider, headers, body, auth.secrets.get(provider),
+                       token=auth.secrets.get("slicker"), basic=auth.slicker_basic)
+    except signing.SignatureError as exc:
+        return ("rejected", 401, exc.reason)
+    try:
+        event_id, event_type = extract_event(provider, headers, body)
+    except BadPayload as exc:
+        return ("rejected", 400, str(exc))
+    stored_body, masked = redact.mask_card_numbers_in_body(body)
+    event_id = redact.mask_card_numbers_in_text(event_id)
+    event_type = redact.mask_card_numbers_in_text(event_type)
+    if masked:
+        log.warning("webhook card number masked before storing provider=%s", provider)
+    safe_headers = redact.mask_card_numbers_in_values(signing.redact_headers(headers))
+    return ("accepted", inbox_row(provider, event_id, event_type, orjson.dumps(safe_headers).decode(),
+                                  stored_body))
+
+
 # --- group commit ---------------------------------------------------------------------------------
 
 INBOX_COLUMNS = ("provider", "event_id", "event_type", "received_at", "headers_json", "body", "status",
                  "attempts")
 REJECTION_COLUMNS = ("provider", "status_code", "reason", "received_at")
-_STOP = object()
 
 
 class _SqlBatch:
@@ -207,122 +240,61 @@ def _sqlite_lock_path(engine: sa.Engine) -> str | None:
     return database + ".inbox-lock"
 
 
-class _Item:
-    __slots__ = ("kind", "row", "loop", "future", "result")
+class Committer:
+    """Commits one group of inbox rows (and rejection records) in ONE transaction.
 
-    def __init__(self, kind: str, row: dict, loop=None, future=None):
-        self.kind, self.row, self.loop, self.future, self.result = kind, row, loop, future, None
-
-
-class GroupCommitWriter:
-    """One writer thread committing batches of inbox rows (and rejection records).
-
-    Requests append their row and await a future; once per event-loop turn the rows gathered
-    are handed to the writer thread in one queue put. The writer takes everything queued
-    (up to ``max_batch``), inserts it with ONE insert-or-ignore statement in ONE transaction,
-    commits (SQLite ``synchronous=FULL``: the fsync happens in this thread, with the GIL released,
-    while the event loop keeps serving), then resolves the batch's futures with one
-    ``call_soon_threadsafe``: True = stored now, False = duplicate. A failed commit resolves the
-    whole batch with :class:`StoreUnavailable`. While one commit is on disk the next batch queues
-    up, so batches grow with load (group commit).
+    Owns its DBAPI connection; used by whichever writer runs the commits (the writer process or
+    the writer thread, see :mod:`recovery_pipeline.webhooks.writers`). Not thread-safe: one
+    caller at a time.
     """
 
-    def __init__(self, engine: sa.Engine, max_batch: int = MAX_BATCH):
+    def __init__(self, engine: sa.Engine):
         self.engine = engine
-        self.max_batch = max_batch
         self._sql = _SqlBatch(engine)
-        self._q: queue.SimpleQueue = queue.SimpleQueue()  # lists of _Item (one per loop turn), or _STOP
-        self._pending: list[_Item] = []  # loop side, handed off once per loop turn
-        self._handoff_scheduled = False
-        self._thread: threading.Thread | None = None
-        self._running = False  # True from start() until the writer thread ends (cheap hot-path check)
-        self._raw = None  # the writer's own DBAPI connection
+        self._raw = None  # the DBAPI connection (SQLAlchemy pool record)
         self._lock_path = _sqlite_lock_path(engine)
         self._lock_fd: int | None = None
-        self.batches = 0  # committed batches
-        self.items = 0  # requests resolved by those batches (inbox rows + rejections)
-        self.rows = 0  # inbox rows inserted (duplicates excluded)
-        self.commit_seconds = 0.0  # time inside the write transaction, lock wait included
 
-    def stats(self) -> dict:
-        return {"batches": self.batches, "items": self.items, "rows": self.rows,
-                "commit_seconds": round(self.commit_seconds, 3)}
-
-    # lifecycle
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="inbox-group-commit", daemon=True)
-            self._running = True
-            self._thread.start()
-
-    def stop(self, timeout: float = 10) -> None:
-        if self._thread is not None:
-            self._q.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # producers (event loop side)
-    def _enqueue(self, kind: str, row: dict) -> asyncio.Future:
-        # (_running, not Thread.is_alive(): that takes a lock on every request)
-        if not self._running or self._thread is None:
-            raise StoreUnavailable("inbox writer is not running")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._pending.append(_Item(kind, row, loop, fut))
-        if not self._handoff_scheduled:  # one queue put (one thread wake-up) per loop turn
-            self._handoff_scheduled = True
-            loop.call_soon(self._handoff)
-        return fut
-
-    def _handoff(self) -> None:
-        self._handoff_scheduled = False
-        items, self._pending = self._pending, []
-        if items:
-            self._q.put(items)
-
-    async def submit(self, row: dict) -> bool:
-        """Queue an inbox row; True when stored now, False when already stored (a duplicate).
-        Raises :class:`StoreUnavailable` when its batch could not be committed."""
-        return await self._enqueue("inbox", row)
-
-    async def record_rejection(self, row: dict) -> None:
-        await self._enqueue("rejection", row)
-
-    # the writer thread
-    def _run(self) -> None:
+    def commit(self, inbox_rows: list[dict], rejections: list[dict]) -> list[bool]:
+        """Insert-or-ignore ``inbox_rows`` and insert ``rejections``; commit durably. Returns, per
+        inbox row, True when that row was stored now (the first occurrence of a new key) and
+        False when it is a duplicate. Raises on any failure (nothing of the group is stored)."""
+        keys = [(r["provider"], r["event_id"]) for r in inbox_rows]
+        firsts: dict[tuple[str, str], int] = {}
+        for i, key in enumerate(keys):  # the first occurrence of a key is the candidate insert
+            firsts.setdefault(key, i)
         try:
-            carry: list[_Item] = []
-            while True:
-                first = carry or self._q.get()
-                if first is _STOP:
-                    return
-                batch = list(first)
-                stop = False
-                while len(batch) < self.max_batch:
-                    try:
-                        nxt = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stop = True
-                        break
-                    batch.extend(nxt)
-                batch, carry = batch[: self.max_batch], batch[self.max_batch:]
-                self._commit(batch)
-                if stop:
-                    if carry:
-                        self._commit(carry)
-                    return
-        finally:
-            self._running = False
-            self._close_raw()
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            with self._interprocess_lock():
+                inserted = self._sql.write(self._connection(), [inbox_rows[i] for i in firsts.values()],
+                                           rejections)
+        except BaseException:
+            self.close()  # a fresh connection next time (the store may come back)
+            raise
+        return [key in inserted and firsts[key] == i for i, key in enumerate(keys)]
+
+    def commit_deliveries(self, auth: WebhookAuth, deliveries: list[tuple[str, dict, bytes]],
+                          rejections: list[dict]) -> tuple[list[list], bool]:
+        """Admit each ``(provider, headers, raw body)`` delivery (:func:`admit`), then store the
+        accepted rows and a rejection record per refused one, with ``rejections``, in ONE commit.
+
+        Returns ``(results, committed)``; per delivery ``["stored", stored_now, event_id]``,
+        ``["rejected", status, reason]`` (a verdict stands even when recording it failed), or
+        ``["unavailable", error]`` when the commit failed (nothing of the group is stored).
+        """
+        verdicts = [admit(p, h, b, auth) for p, h, b in deliveries]
+        rows = [v[1] for v in verdicts if v[0] == "accepted"]
+        refused = [rejection_row(p, v[1], v[2]) for (p, _, _), v in zip(deliveries, verdicts, strict=True)
+                   if v[0] == "rejected"]
+        try:
+            stored = iter(self.commit(rows, rejections + refused))
+        except Exception as exc:  # noqa: BLE001 - every failure means "not stored"
+            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            log.error("inbox commit failed for %d rows: %s: %s", len(rows) + len(rejections) + len(refused),
+                      type(exc).__name__, msg)
+            return ([["unavailable", type(exc).__name__] if v[0] == "accepted" else ["rejected", v[1], v[2]]
+                     for v in verdicts], False)
+        return ([["stored", next(stored), v[1]["event_id"]] if v[0] == "accepted"
+                 else ["rejected", v[1], v[2]] for v in verdicts], True)
 
     def _connection(self):
         if self._raw is None:
@@ -333,9 +305,9 @@ class GroupCommitWriter:
 
     @contextlib.contextmanager
     def _interprocess_lock(self):
-        """SQLite file stores: receiver processes take turns on an flock before BEGIN IMMEDIATE.
-        The kernel wakes the next writer the moment the lock is released, where SQLite's busy
-        handler would sleep and poll (tens of ms per wait). Postgres needs no such lock."""
+        """SQLite file stores: writers take turns on an flock before BEGIN IMMEDIATE. The kernel
+        wakes the next writer the moment the lock is released, where SQLite's busy handler would
+        sleep and poll (tens of ms per wait). Postgres needs no such lock."""
         if self._lock_path is None:
             yield
             return
@@ -347,63 +319,16 @@ class GroupCommitWriter:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _close_raw(self) -> None:
+    def close(self) -> None:
         if self._raw is not None:
             try:
                 self._raw.invalidate()  # never return a connection in an unknown state to the pool
             except Exception:  # noqa: BLE001
                 pass
             self._raw = None
-
-    def _commit(self, batch: list[_Item]) -> None:
-        inbox = [i for i in batch if i.kind == "inbox"]
-        rejections = [i.row for i in batch if i.kind == "rejection"]
-        # the first occurrence of a key in the batch is the candidate insert; repeats are duplicates
-        firsts: dict[tuple[str, str], _Item] = {}
-        for item in inbox:
-            firsts.setdefault((item.row["provider"], item.row["event_id"]), item)
-        t0 = time.perf_counter()
-        try:
-            with self._interprocess_lock():
-                inserted = self._sql.write(self._connection(), [i.row for i in firsts.values()], rejections)
-        except Exception as exc:  # noqa: BLE001 - every failure means "not stored"
-            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
-            log.error("inbox commit failed for %d rows: %s: %s", len(batch), type(exc).__name__, msg)
-            self._close_raw()  # a fresh connection next time (the store may come back)
-            err = StoreUnavailable(f"inbox commit failed: {type(exc).__name__}")
-            for item in batch:
-                item.result = err
-        else:
-            self.batches += 1
-            self.items += len(batch)
-            self.rows += len(inserted)
-            self.commit_seconds += time.perf_counter() - t0
-            for item in inbox:
-                key = (item.row["provider"], item.row["event_id"])
-                item.result = key in inserted and firsts[key] is item
-        self._resolve(batch)
-
-    @staticmethod
-    def _resolve(batch: list[_Item]) -> None:
-        by_loop: dict = {}
-        for item in batch:
-            by_loop.setdefault(item.loop, []).append(item)
-
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, items)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-
-def _settle(items: list[_Item]) -> None:
-    for it in items:
-        if it.future.done():  # the request gave up (timeout / disconnect)
-            continue
-        if isinstance(it.result, BaseException):
-            it.future.set_exception(it.result)
-        else:
-            it.future.set_result(it.result)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 def inbox_row(provider: str, event_id: str, event_type: str | None, headers_json: str, body: bytes,
