@@ -10,7 +10,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	# bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on these machines) every
+	# new Python process (tests, receivers, Dagster runs) would otherwise compile its imports again
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev]'
+	$(BIN)/python -m compileall -q recovery_pipeline > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -19,6 +19,9 @@ CANDIDATE_PATTERN = r"\d(?:[ -]?\d){12,18}"
 # 4242" is a card number; the digits inside an id such as "ch_7b3e5204..." or "pm_12345..." are not
 _CANDIDATE = re.compile(r"(?<![0-9A-Za-z_])\d(?:[ -]?\d){12,}(?![0-9A-Za-z_])")
 _SEPARATOR = re.compile(r"([ -])")
+# the table scan's prefilter (RE2): CANDIDATE_PATTERN standing on its own, as _CANDIDATE requires
+# (a superset of _CANDIDATE's matches): skips the digits inside ids such as "ch_1234..." in Arrow
+_PREFILTER_PATTERN = r"(?:^|[^0-9A-Za-z_])\d(?:[ -]?\d){12}"
 
 # Columns that may carry a pasted card number, per entity: every text column but the record ids
 # (card-like and free-text fields, and the short code columns - status, currency, country - which
@@ -97,9 +100,11 @@ def mask_card_numbers(value: str | None) -> tuple[str | None, bool]:
 def mask_card_numbers_in_table(table: pa.Table, columns: tuple[str, ...] | list[str]) -> pa.Table:
     """Mask card numbers in ``columns`` and set ``_card_like_columns`` (comma list, null if none).
 
-    Vectorised prefilter (RE2 in Arrow); Python only looks at the few candidate values.
+    Vectorised: a prefilter (RE2 in Arrow) finds the few candidate values, Python only looks at
+    those, and the masked values and flags are scattered back with Arrow (no per-row Python).
     """
-    flagged: list[list[str]] | None = None
+    n = table.num_rows
+    flagged: dict[int, list[str]] = {}
     for name in columns:
         if name not in table.column_names:
             continue
@@ -109,34 +114,38 @@ def mask_card_numbers_in_table(table: pa.Table, columns: tuple[str, ...] | list[
         longest = pc.max(pc.utf8_length(col)).as_py()
         if not longest or longest < 13:  # too short to hold a card number (e.g. card_bin)
             continue
-        hit = pc.fill_null(pc.match_substring_regex(col, CANDIDATE_PATTERN), False)
+        hit = pc.fill_null(pc.match_substring_regex(col, _PREFILTER_PATTERN), False)
         if not pc.any(hit).as_py():
             continue
-        idx = pc.indices_nonzero(hit).to_pylist()
-        values = col.take(pa.array(idx)).to_pylist()
+        idx = pc.indices_nonzero(hit)
         masked_values, changed_idx = [], []
-        for i, v in zip(idx, values, strict=True):
+        for i, v in zip(idx.to_pylist(), col.take(idx).to_pylist(), strict=True):
             m, found = mask_card_numbers(v)
             if found:
                 changed_idx.append(i)
                 masked_values.append(m)
         if not changed_idx:
             continue
-        mask = [False] * table.num_rows
-        for i in changed_idx:
-            mask[i] = True
-        new_col = pc.replace_with_mask(col.combine_chunks(), pa.array(mask),
+        new_col = pc.replace_with_mask(col.combine_chunks(), _row_mask(n, changed_idx),
                                        pa.array(masked_values, col.type))
         table = table.set_column(table.column_names.index(name), name, new_col)
-        if flagged is None:
-            flagged = [[] for _ in range(table.num_rows)]
         for i in changed_idx:
-            flagged[i].append(name)
-    if flagged is None:
-        flags = pa.nulls(table.num_rows, pa.string())
-    else:
-        flags = pa.array([",".join(f) if f else None for f in flagged], pa.string())
+            flagged.setdefault(i, []).append(name)
+    flags = pa.nulls(n, pa.string())
+    if flagged:
+        rows = sorted(flagged)
+        flags = pc.replace_with_mask(flags, _row_mask(n, rows),
+                                     pa.array([",".join(flagged[i]) for i in rows], pa.string()))
     if "_card_like_columns" in table.column_names:
         return table.set_column(table.column_names.index("_card_like_columns"),
                                 "_card_like_columns", flags)
     return table.append_column("_card_like_columns", flags)
+
+
+def _row_mask(n: int, rows: list[int]) -> pa.Array:
+    """A boolean array of length ``n``, true at ``rows`` (sorted row indices)."""
+    import numpy as np
+
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = True
+    return pa.array(mask)

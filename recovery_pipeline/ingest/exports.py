@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,11 +106,18 @@ def _export_resource(exports_dir: str, entity: str, months: set[str] | None,
     def load_files() -> Iterator:
         state = dlt.current.resource_state()
         loaded: dict[str, list[int]] = state.setdefault("loaded_files", {})
-        for f in pending_files(list_export_files(exports_dir, entity, months, formats), loaded):
-            table = read_export_file(f, loaded_at)
-            if table.num_rows:
-                yield table
-            loaded[f.rel] = f.fingerprint
+        files = pending_files(list_export_files(exports_dir, entity, months, formats), loaded)
+        # read + conform the next file in a worker thread while dlt writes the current table
+        # (Arrow/DuckDB release the GIL: two cores busy); at most one file read ahead
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"read_{entity}") as pool:
+            ahead = pool.submit(read_export_file, files[0], loaded_at) if files else None
+            for i, f in enumerate(files):
+                table = ahead.result()
+                ahead = (pool.submit(read_export_file, files[i + 1], loaded_at)
+                         if i + 1 < len(files) else None)
+                if table.num_rows:
+                    yield table
+                loaded[f.rel] = f.fingerprint
 
     return load_files
 
