@@ -112,3 +112,16 @@ def test_changed_file_is_pending_again(data_env):
     w.write_exports(data_env.exports_dir)
     assert [f.rel for f in pending_files(list_export_files(data_env.exports_dir, "invoices"),
                                          loaded)] == [f"invoices/{M}.parquet"]
+
+
+def test_loaded_packages_keep_no_copy_of_the_rows(data_env):
+    w = World()
+    w.good_month(M, 3)
+    w.write_exports(data_env.exports_dir)
+    summary = _load(data_env)
+    assert summary.rows["invoices"] == 3
+    packages = data_env.data_dir / "dlt_pipelines" / "billing_exports" / "load" / "loaded"
+    loaded = [p for p in packages.iterdir() if p.is_dir()]
+    assert [p.name for p in loaded] == summary.load_ids  # the package (state, trace) stays
+    job_files = [f for p in loaded for f in p.rglob("*") if f.is_file() and "completed_jobs" in f.parts]
+    assert job_files == []  # its job files (copies of the rows now in the warehouse) are gone
