@@ -167,7 +167,7 @@ def main() -> int:
         print(f"(b) raw (dlt) + canonical backfill: {full_s:7.2f} s  ({rows / full_s:,.0f} rows/s)"
               f"  [raw {raw_s:.2f} s, canonical {canon_s:.2f} s]"
               + (f" [best of {', '.join(f'{r[0]:.2f}' for r in full_runs)} s]" if args.runs > 1 else ""))
-        print(f"    canonical: " + ", ".join(f"{k}={v:,}" for k, v in canon.items()))
+        print("    canonical: " + ", ".join(f"{k}={v:,}" for k, v in canon.items()))
         print(f"ratio b/a: {full_s / bare_s:.2f}x (target <= 2x)")
         target("backfill: raw + canonical / bare DuckDB load", full_s / bare_s, "<=", 2.0, "x")
         if args.floor:

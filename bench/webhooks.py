@@ -206,9 +206,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_webhooks_"))
     db = tmp / "ops.sqlite"
     port = free_port()
-    env = dict(os.environ, RECEIVER_BENCH_ECHO="1", RECOVERY_DATA_DIR=str(tmp),
-               RECOVERY_OPS_STORE_URL=f"sqlite:///{db}", REVTAIN_WEBHOOK_SECRET=SECRET,
-               PYTHONPATH=str(REPO))
+
     def start(port: int, db_path: Path, extra: dict) -> subprocess.Popen:
         env = dict(os.environ, RECOVERY_DATA_DIR=str(tmp), RECOVERY_OPS_STORE_URL=f"sqlite:///{db_path}",
                    REVTAIN_WEBHOOK_SECRET=SECRET, PYTHONPATH=str(REPO), **extra)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from recovery_pipeline.opsstore.models import webhook_inbox, webhook_rejections
+from recovery_pipeline.opsstore.models import webhook_inbox
 from recovery_pipeline.opsstore.store import utcnow
 from recovery_pipeline.webhooks import redact, signing
 
