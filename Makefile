@@ -27,7 +27,11 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/recovery-pipeline ui
 
+# bench/webhooks.py drives the receiver with wrk (Debian's package); without it, its Python load generator
 bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 \
+		|| (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wrk >/dev/null 2>&1) \
+		|| echo "wrk could not be installed: bench/webhooks.py falls back to its Python load generator"
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -58,13 +58,14 @@ def make_pipeline(kind: str, warehouse: str, data_dir: str | Path) -> dlt.Pipeli
                          f"(expected one of {sorted(PIPELINE_NAMES)}; 'stripe' is issue 6's connector)")
     pipelines_dir = Path(data_dir) / "dlt_pipelines"
     pipelines_dir.mkdir(parents=True, exist_ok=True)
+    config = PIPELINE_NAMES[kind].upper()  # dlt's config section for this pipeline
     # the Parquet files dlt writes from the Arrow tables are transient (the loader reads them once,
     # on the same disk): uncompressed writes ~40% faster than the default snappy (dlt config,
     # scoped to this pipeline; an operator's own setting wins)
-    os.environ.setdefault(f"{PIPELINE_NAMES[kind].upper()}__DATA_WRITER__COMPRESSION", "none")
+    os.environ.setdefault(f"{config}__DATA_WRITER__COMPRESSION", "none")
     # a loaded package's job files are copies of rows now in the warehouse (about 300 MB per 1M
     # invoices backfilled): drop them once loaded, keep the package's state and trace
-    os.environ.setdefault(f"{PIPELINE_NAMES[kind].upper()}__LOAD__DELETE_COMPLETED_JOBS", "true")
+    os.environ.setdefault(f"{config}__LOAD__DELETE_COMPLETED_JOBS", "true")
     return dlt.pipeline(
         pipeline_name=PIPELINE_NAMES[kind],
         destination=destination_for(warehouse),

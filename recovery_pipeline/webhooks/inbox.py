@@ -136,17 +136,6 @@ def admit(provider: str, headers: dict[str, str], body: bytes, auth: WebhookAuth
                                   stored_body))
 
 
-def admit_all(auth: WebhookAuth, deliveries: list[tuple[str, dict, bytes]]) -> list[tuple]:
-    """:func:`admit` per delivery; a refusal also carries its ``webhook_rejections`` row."""
-    out = []
-    for provider, headers, body in deliveries:
-        verdict = admit(provider, headers, body, auth)
-        if verdict[0] == "rejected":
-            verdict = (*verdict, rejection_row(provider, verdict[1], verdict[2]))
-        out.append(verdict)
-    return out
-
-
 # --- group commit ---------------------------------------------------------------------------------
 
 INBOX_COLUMNS = ("provider", "event_id", "event_type", "received_at", "headers_json", "body", "status",
@@ -285,20 +274,17 @@ class Committer:
 
     def commit_deliveries(self, auth: WebhookAuth, deliveries: list[tuple[str, dict, bytes]],
                           rejections: list[dict]) -> tuple[list[list], bool]:
-        """Admit each ``(provider, headers, raw body)`` delivery (:func:`admit`), then
-        :meth:`commit_verdicts`."""
-        return self.commit_verdicts(admit_all(auth, deliveries), rejections)
-
-    def commit_verdicts(self, verdicts: list[tuple], rejections: list[dict]) -> tuple[list[list], bool]:
-        """Store the accepted rows of ``verdicts`` (from :func:`admit_all`) and a rejection
-        record per refused one, with ``rejections``, in ONE commit.
+        """Admit each ``(provider, headers, raw body)`` delivery (:func:`admit`), then store the
+        accepted rows and a rejection record per refused one, with ``rejections``, in ONE commit.
 
         Returns ``(results, committed)``; per delivery ``["stored", stored_now, event_id]``,
         ``["rejected", status, reason]`` (a verdict stands even when recording it failed), or
         ``["unavailable", error]`` when the commit failed (nothing of the group is stored).
         """
+        verdicts = [admit(p, h, b, auth) for p, h, b in deliveries]
         rows = [v[1] for v in verdicts if v[0] == "accepted"]
-        refused = [v[3] for v in verdicts if v[0] == "rejected"]
+        refused = [rejection_row(p, v[1], v[2]) for (p, _, _), v in zip(deliveries, verdicts, strict=True)
+                   if v[0] == "rejected"]
         try:
             stored = iter(self.commit(rows, rejections + refused))
         except Exception as exc:  # noqa: BLE001 - every failure means "not stored"
