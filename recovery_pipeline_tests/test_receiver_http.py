@@ -233,7 +233,9 @@ def test_openapi_document_describes_the_routes_and_healthz_is_up(db_url):
 
 def test_echo_route_exists_only_with_bench_flag(db_url):
     with receiver(db_url) as c:
-        assert c.post("/echo", content=b"{}", headers={"content-type": "application/json"}).status_code == 404
+        for path in ("/echo", "/echo-asgi"):
+            assert c.post(path, content=b"{}", headers={"content-type": "application/json"}).status_code == 404
     with receiver(db_url, echo=True) as c:
-        assert c.post("/echo", content=b"{}", headers={"content-type": "application/json"}).status_code == 200
+        for path in ("/echo", "/echo-asgi"):  # the Starlette route and the raw ASGI one
+            assert c.post(path, content=b"{}", headers={"content-type": "application/json"}).status_code == 200
     assert inbox_rows(db_url) == []

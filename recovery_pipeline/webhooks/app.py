@@ -69,7 +69,9 @@ class ReceiverConfig:
     slicker_basic: str | None = field(default=None, repr=False)  # "user:password"
     max_body_bytes: int = DEFAULT_MAX_BODY
     commit_timeout_s: float = 8.0  # Revtain wants an answer within 10 s
-    echo: bool = False  # bench only: POST /echo answers 200 without verifying or storing
+    # bench only: POST /echo (a plain Starlette route) and POST /echo-asgi (the receiver's raw
+    # ASGI dispatch) answer 200 without verifying or storing
+    echo: bool = False
     switch_interval_s: float | None = None  # sys.setswitchinterval for the receiver process
     max_batch: int = 1000  # rows per group commit (1 = a commit per event: the bench's naive baseline)
     writer: str = "process"  # where commits run: "process" (a child process) or "thread"
@@ -177,7 +179,8 @@ async def _send(send, status: int, payload: bytes, extra: tuple[tuple[bytes, byt
 
 def _fast_route(scope) -> str | None:
     """``provider`` when the request is ``POST /webhooks/{provider}`` (one path segment, as the
-    Starlette route would match), ``"/echo"`` for ``POST /echo``, else None (Starlette serves it)."""
+    Starlette route would match), ``"/echo-asgi"`` for ``POST /echo-asgi``, else None (Starlette
+    serves it)."""
     if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("root_path"):
         return None
     path = scope["path"]
@@ -186,15 +189,15 @@ def _fast_route(scope) -> str | None:
         if provider and "/" not in provider:
             return provider
         return None
-    if path == "/echo":
-        return "/echo"
+    if path == "/echo-asgi":
+        return "/echo-asgi"
     return None
 
 
 class _ReceiverApp(Starlette):
     """Starlette for everything, except the hot route (``POST /webhooks/{provider}``, and the
-    bench's ``POST /echo`` so echo and receiver pay the same dispatch cost), which is served as
-    plain ASGI: no middleware stack, router, Request or Response objects per delivery."""
+    bench's ``POST /echo-asgi``: an echo paying the receiver's own dispatch cost), which is served
+    as plain ASGI: no middleware stack, router, Request or Response objects per delivery."""
 
     def __init__(self, *, fast_receive, fast_echo, **kwargs):
         super().__init__(**kwargs)
@@ -204,7 +207,7 @@ class _ReceiverApp(Starlette):
     async def __call__(self, scope, receive, send) -> None:
         route = _fast_route(scope)
         if route is not None:
-            if route == "/echo":
+            if route == "/echo-asgi":
                 if self._fast_echo is not None:
                     return await self._fast_echo(scope, receive, send)
             else:
