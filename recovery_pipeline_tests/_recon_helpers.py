@@ -11,6 +11,44 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recovery_pipeline.httpserve import serve_in_thread
+from recovery_pipeline.resources import (
+    OpsStoreResource,
+    PipelineSettingsResource,
+    ReconciliationConfig,
+    WarehouseResource,
+)
+
+
+class FakeCounts:
+    """Serves provider counts (long rows) like the sandbox's GET /sandbox/counts."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def app(self) -> Starlette:
+        async def counts(request):
+            return JSONResponse({"rows": self.rows})
+
+        return Starlette(routes=[Route("/sandbox/counts", counts)])
+
+
+def provider_count_rows(rows) -> list[dict]:
+    """Billing-side count rows as the provider serves them: integer values, no ``source``."""
+    return [{k: (int(v) if k == "value" else v) for k, v in r.items() if k != "source"} for r in rows]
+
+
+def counts_resources(warehouse: str, tmp_path, provider_base_url: str) -> dict:
+    """Resources for the reconciliation assets: ``warehouse``, provider counts served at
+    ``provider_base_url`` (a FakeCounts), an ops store and settings under ``tmp_path``."""
+    return {
+        "warehouse": WarehouseResource(target=warehouse),
+        "ops_store": OpsStoreResource(url=f"sqlite:///{tmp_path / 'ops.sqlite'}"),
+        "reconciliation": ReconciliationConfig(provider="slicker", provider_base_url=provider_base_url,
+                                               provider_counts_source="sandbox_counts"),
+        "pipeline_settings": PipelineSettingsResource(
+            data_dir=str(tmp_path), exports_dir=str(tmp_path / "exports"),
+            integration_file=str(tmp_path / "integration.yaml")),
+    }
 
 
 class SlackCapture:

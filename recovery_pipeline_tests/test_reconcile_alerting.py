@@ -12,9 +12,6 @@ import json
 import dagster as dg
 import duckdb
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from recovery_pipeline.defs.monitoring.assets import recovery_kpis
 from recovery_pipeline.defs.monitoring.sensors import alerting_sensor
@@ -23,26 +20,14 @@ from recovery_pipeline.defs.reconciliation.assets import monthly_parity
 from recovery_pipeline.defs.reconciliation.checks import monthly_parity_checks
 from recovery_pipeline.httpserve import serve_in_thread
 from recovery_pipeline.reconciliation import synthetic
-from recovery_pipeline.resources import (
-    OpsStoreResource,
-    PipelineSettingsResource,
-    ReconciliationConfig,
-    WarehouseResource,
+from recovery_pipeline_tests._recon_helpers import (
+    FakeCounts,
+    counts_resources,
+    provider_count_rows,
+    rename_key,
+    shift_provider_rows,
+    slack_capture,
 )
-from recovery_pipeline_tests._recon_helpers import rename_key, shift_provider_rows, slack_capture
-
-
-class FakeCounts:
-    """Serves provider counts (long rows) like the sandbox's GET /sandbox/counts."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def app(self):
-        async def counts(request):
-            return JSONResponse({"rows": self.rows})
-
-        return Starlette(routes=[Route("/sandbox/counts", counts)])
 
 
 @pytest.fixture
@@ -50,20 +35,11 @@ def world(tmp_path, monkeypatch):
     wh = tmp_path / "warehouse.duckdb"
     with duckdb.connect(str(wh)) as con:
         synthetic.generate(con, 300, months=3)
-        rows = [{k: (int(v) if k == "value" else v) for k, v in r.items() if k != "source"}
-                for r in synthetic.provider_rows_from_billing(con)]
+        rows = provider_count_rows(synthetic.provider_rows_from_billing(con))
     fake = FakeCounts(rows)
     with serve_in_thread(fake.app()) as base, slack_capture() as slack:
         monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", slack.url)
-        resources = {
-            "warehouse": WarehouseResource(target=str(wh)),
-            "ops_store": OpsStoreResource(url=f"sqlite:///{tmp_path / 'ops.sqlite'}"),
-            "reconciliation": ReconciliationConfig(provider="slicker", provider_base_url=base,
-                                                   provider_counts_source="sandbox_counts"),
-            "pipeline_settings": PipelineSettingsResource(
-                data_dir=str(tmp_path), exports_dir=str(tmp_path / "exports"),
-                integration_file=str(tmp_path / "integration.yaml")),
-        }
+        resources = counts_resources(str(wh), tmp_path, base)
         instance = dg.DagsterInstance.ephemeral()  # in-memory storage: fast, per test
         yield {"fake": fake, "rows": rows, "slack": slack, "resources": resources,
                "instance": instance, "cursor": None}

@@ -167,32 +167,17 @@ def test_reconciliation_and_monitoring_assets_run_in_dagster_on_a_postgres_wareh
     )
     from recovery_pipeline.defs.reconciliation.checks import monthly_parity_checks, state_mismatch_checks
     from recovery_pipeline.httpserve import serve_in_thread
-    from recovery_pipeline.resources import (
-        OpsStoreResource,
-        PipelineSettingsResource,
-        ReconciliationConfig,
-        WarehouseResource,
-    )
-    from recovery_pipeline_tests.test_reconcile_alerting import FakeCounts
+    from recovery_pipeline_tests._recon_helpers import FakeCounts, counts_resources, provider_count_rows
 
     url, rows = pg_billing
     month = sorted({r["month"] for r in rows})[2]
-    fake = FakeCounts([{k: (int(v) if k == "value" else v) for k, v in r.items() if k != "source"}
-                       for r in rows])
+    fake = FakeCounts(provider_count_rows(rows))
     assets = [provider_counts, ops_snapshot_asset, monthly_parity, state_mismatches, source_freshness,
               pipeline_health, recovery_kpis]
     checks = [monthly_parity_checks, state_mismatch_checks, source_freshness_checks,
               pipeline_health_checks]
     with serve_in_thread(fake.app()) as base:
-        resources = {
-            "warehouse": WarehouseResource(target=url),
-            "ops_store": OpsStoreResource(url=f"sqlite:///{tmp_path / 'ops.sqlite'}"),
-            "reconciliation": ReconciliationConfig(provider="slicker", provider_base_url=base,
-                                                   provider_counts_source="sandbox_counts"),
-            "pipeline_settings": PipelineSettingsResource(
-                data_dir=str(tmp_path), exports_dir=str(tmp_path / "exports"),
-                integration_file=str(tmp_path / "integration.yaml")),
-        }
+        resources = counts_resources(url, tmp_path, base)
         good = dg.materialize([*assets, *checks], resources=resources, raise_on_error=False)
         fake.rows = shift_provider_rows(fake.rows, month, {("invoices", "total", ""): -1})
         bad = dg.materialize([*assets, *checks], resources=resources, raise_on_error=False)

@@ -85,7 +85,7 @@ def read_changed_rows(engine: sa.Engine, entity: str, month: str, since: datetim
             conds.append(table.c.updated_at > bind_ts(conn, now))
         else:
             conds += [table.c.updated_at >= bind_ts(conn, since), table.c.updated_at <= bind_ts(conn, now)]
-        if end <= datetime.now(UTC):
+        if end <= now:
             conds.append(table.c.created_at < bind_ts(conn, end))
         # else: the current month also takes future-dated rows (the canonical layer quarantines them)
         stmt = sa.select(table).where(*conds).order_by(table.c.updated_at)

@@ -40,7 +40,7 @@ from starlette.routing import Route
 from recovery_pipeline import settings as settings_mod
 from recovery_pipeline.opsstore.store import create_ops_engine, init_ops_store
 from recovery_pipeline.webhooks import redact, signing
-from recovery_pipeline.webhooks.inbox import StoreUnavailable, WebhookAuth, rejection_row
+from recovery_pipeline.webhooks.inbox import MAX_BATCH, StoreUnavailable, WebhookAuth, rejection_row
 from recovery_pipeline.webhooks.writers import make_writer
 
 log = logging.getLogger("recovery_pipeline.webhooks")
@@ -73,7 +73,7 @@ class ReceiverConfig:
     # ASGI dispatch) answer 200 without verifying or storing
     echo: bool = False
     switch_interval_s: float | None = None  # sys.setswitchinterval for the receiver process
-    max_batch: int = 1000  # rows per group commit (1 = a commit per event: the bench's naive baseline)
+    max_batch: int = MAX_BATCH  # rows per group commit (1 = a commit per event: the bench's naive baseline)
     writer: str = "process"  # where commits run: "process" (a child process) or "thread"
     freeze_gc: bool = False  # gc.freeze() after startup (the dedicated receiver process only)
 
@@ -102,7 +102,7 @@ class ReceiverConfig:
             max_body_bytes=int(env.get("RECEIVER_MAX_BODY_BYTES") or DEFAULT_MAX_BODY),
             echo=env.get("RECEIVER_BENCH_ECHO") == "1",
             switch_interval_s=float(env.get("RECEIVER_SWITCH_INTERVAL") or 0) or None,
-            max_batch=int(env.get("RECEIVER_MAX_BATCH") or 1000),
+            max_batch=int(env.get("RECEIVER_MAX_BATCH") or MAX_BATCH),
             writer=(env.get("RECEIVER_WRITER") or "process").strip().lower(),
         )
 
@@ -115,14 +115,19 @@ class _Disconnected(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+def _check_declared(declared: str | None, limit: int) -> None:
+    """413 before reading when the declared Content-Length is over ``limit`` (an unparsable one
+    is left to the streamed count)."""
     if declared is not None:
         try:
             if int(declared) > limit:
                 raise _TooLarge
         except ValueError:
             pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    _check_declared(request.headers.get("content-length"), limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -133,12 +138,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def _read_asgi_body(receive, declared: str | None, limit: int) -> bytes:
     """The body straight from ASGI ``receive`` (the hot path: no Starlette Request), same limits."""
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise _TooLarge
-        except ValueError:
-            pass
+    _check_declared(declared, limit)
     body = b""
     while True:
         message = await receive()

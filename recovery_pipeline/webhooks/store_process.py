@@ -92,7 +92,7 @@ def _rows(rows: list[dict]) -> list[dict]:
 
 def serve(sock: socket.socket) -> int:
     from recovery_pipeline.opsstore.store import create_ops_engine
-    from recovery_pipeline.webhooks.inbox import Committer, WebhookAuth
+    from recovery_pipeline.webhooks.inbox import MAX_BATCH, Committer, WebhookAuth
 
     frames = _Frames(sock)
     send = sock.sendall
@@ -102,7 +102,7 @@ def serve(sock: socket.socket) -> int:
     try:
         engine = create_ops_engine(config["url"], durable=True)
         committer = Committer(engine)
-        max_batch = max(1, int(config.get("max_batch") or 1000))
+        max_batch = max(1, int(config.get("max_batch") or MAX_BATCH))
         auth = WebhookAuth(secrets=dict(config.get("secrets") or {}), slicker_basic=config.get("slicker_basic"))
         if "stripe" in auth.secrets:
             import stripe  # noqa: F401 - warm the import before the first delivery

@@ -23,6 +23,7 @@ Where that work runs:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import logging
@@ -36,12 +37,11 @@ import time
 
 import sqlalchemy as sa
 
-from recovery_pipeline.webhooks.inbox import Committer, StoreUnavailable, WebhookAuth
+from recovery_pipeline.webhooks.inbox import MAX_BATCH, Committer, StoreUnavailable, WebhookAuth
 from recovery_pipeline.webhooks.store_process import encode_frame, take_frames
 
 log = logging.getLogger("recovery_pipeline.webhooks")
 
-MAX_BATCH = 1000
 SWEEP_INTERVAL_S = 0.5
 _STOP = object()
 
@@ -59,7 +59,7 @@ def _fail_items(items: list[_Item], exc: BaseException) -> None:
             it.future.set_exception(exc)
 
 
-class _BatchingWriter:
+class _BatchingWriter(abc.ABC):
     """The loop side shared by both writers: per-turn batching, in-flight tracking, the sweep."""
 
     def __init__(self, auth: WebhookAuth, max_batch: int = MAX_BATCH, commit_timeout_s: float = 8.0):
@@ -123,8 +123,9 @@ class _BatchingWriter:
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
-    def _dispatch(self, seq: int, items: list[_Item]) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _dispatch(self, seq: int, items: list[_Item]) -> None:
+        """Hand batch ``seq`` to the committing side, which calls ``_settle`` when it is done."""
 
     def _sweep(self) -> None:
         self._sweeper = None
